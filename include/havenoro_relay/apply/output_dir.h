@@ -1,0 +1,95 @@
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "havenoro_relay/util/fd.h"
+
+namespace havenoro::apply {
+
+/// A file written under a temporary name, waiting for OutputDir::commit to
+/// rename it into place.
+struct StagedFile {
+  std::filesystem::path path;  ///< final path, relative to the output dir
+  std::string temp_name;       ///< name of the temporary in the same dir
+};
+
+/// The daemon's output directory. Every access goes through directory
+/// handles opened with O_NOFOLLOW, so a symlink planted anywhere below the
+/// root is refused rather than followed. Files are written as temporaries
+/// in their own directory, owner and mode set, synced, then renamed over
+/// the old file: Exim sees the old file or the new one, never a part.
+class OutputDir {
+ public:
+  /// Opens (and creates, 0750) the directory. `group` owns every file so
+  /// that Exim's delivery user can read them. Throws std::system_error.
+  OutputDir(std::filesystem::path root, gid_t group);
+
+  const std::filesystem::path& root() const { return root_; }
+
+  /// The contents of a regular file, or nothing when it does not exist.
+  /// Throws std::system_error for a symlink or an unreadable file.
+  std::optional<std::string> read(const std::filesystem::path& rel) const;
+
+  /// True when `rel` is a regular file with exactly this content, `mode`,
+  /// and owner root:group. A symlink never matches.
+  bool matches(const std::filesystem::path& rel, const std::string& content,
+               mode_t mode) const;
+
+  /// Writes a temporary beside `rel` (creating missing directories, 0750);
+  /// the file becomes visible only when committed.
+  StagedFile stage(const std::filesystem::path& rel, const std::string& content,
+                   mode_t mode);
+
+  /// Makes staged files durable with one sync, renames each into place,
+  /// then syncs again so the renames survive a crash.
+  void commit(const std::vector<StagedFile>& files);
+
+  /// Removes the staged temporaries of an abandoned write.
+  void discard(const std::vector<StagedFile>& files) noexcept;
+
+  /// Names in a directory (dot-files, the daemon's temporaries, left out);
+  /// empty when the directory does not exist.
+  std::vector<std::string> list(const std::filesystem::path& rel_dir) const;
+
+  /// Creates a directory (0750, root:group) whose parent exists.
+  void make_dir(const std::filesystem::path& rel);
+
+  /// Renames within the output directory (atomic; replaces `to`).
+  void rename(const std::filesystem::path& from,
+              const std::filesystem::path& to);
+
+  /// Removes a file, or a directory and everything in it. Missing is fine.
+  void remove_all(const std::filesystem::path& rel);
+
+  /// The target of a symlink, or nothing when there is none.
+  std::optional<std::string> read_link(const std::filesystem::path& rel) const;
+
+  /// Points the symlink `rel` at `target` with one rename, so a reader
+  /// finds the old target or the new one, never no link.
+  void replace_link(const std::filesystem::path& rel,
+                    const std::string& target);
+
+  /// Syncs the whole file system of the output directory.
+  void sync();
+
+ private:
+  // Opens the directory `rel` below the root, one component at a time with
+  // O_NOFOLLOW; creates missing ones when `create` is set.
+  util::UniqueFd open_dir(const std::filesystem::path& rel, bool create) const;
+  std::string temp_name(const std::string& base);
+
+  std::filesystem::path root_;
+  gid_t group_;
+  util::UniqueFd root_fd_;
+  unsigned long temp_counter_ = 0;
+};
+
+/// The numeric id of a group, e.g. "Debian-exim". Throws std::runtime_error.
+gid_t group_id(const std::string& name);
+
+}  // namespace havenoro::apply

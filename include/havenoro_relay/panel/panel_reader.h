@@ -1,0 +1,58 @@
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "havenoro_relay/panel/domain_settings.h"
+
+namespace havenoro::panel {
+
+/// One domain file found in the panel tree, parsed or not.
+struct DomainEntry {
+  std::string user;
+  std::string stem;  ///< the file name without `.json`
+  Parsed<DomainSettings> settings;
+};
+
+/// One user directory found in the panel tree.
+struct UserEntry {
+  std::string user;
+  Parsed<UserSettings> settings;
+};
+
+/// Everything the panel stores that matters to relaying, read at once.
+struct PanelSnapshot {
+  std::vector<UserEntry> users;
+  std::vector<DomainEntry> domains;
+  Parsed<std::optional<RelaySettings>> server;  ///< conf/mail.json
+};
+
+/// The panel tree itself cannot be read (not there, not a directory); no
+/// setting in it can be trusted to be complete.
+class PanelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Reads the whole tree below `root` as panel-contract.md §1 lays it out.
+/// Files whose names start with a dot (the panel's temporaries) are not
+/// settings. Throws PanelError when `root/data/users` cannot be listed.
+PanelSnapshot read_panel(const std::filesystem::path& root,
+                         const RelayRules& rules);
+
+/// Reads one user's `user.json`.
+UserEntry read_user(const std::filesystem::path& root, const std::string& user);
+
+/// Reads one domain file, `root/data/users/<user>/mail/<stem>.json`.
+DomainEntry read_domain(const std::filesystem::path& root,
+                        const std::string& user, const std::string& stem,
+                        const RelayRules& rules);
+
+/// Reads `root/conf/mail.json`; a missing file means no server-wide relay.
+Parsed<std::optional<RelaySettings>> read_server(
+    const std::filesystem::path& root, const RelayRules& rules);
+
+}  // namespace havenoro::panel

@@ -1,0 +1,46 @@
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+namespace havenoro::render {
+
+/// The server-wide choices that shape the generic Exim snippets. Nothing
+/// per domain: relay domains live in lookup files, not in snippets.
+struct SnippetParams {
+  std::filesystem::path output_dir;
+  std::string ca_certificates = "system";
+  bool allow_private_relays = false;
+  std::chrono::seconds connect_timeout{15};
+  std::chrono::seconds command_timeout{30};
+};
+
+/// The snippets of one generation: file name -> text. generation.conf is
+/// apart because it names the generation's own directory.
+using SnippetSet = std::map<std::string, std::string>;
+
+/// The file names of a SnippetSet, in the order Exim includes them.
+inline constexpr const char* kSnippetNames[] = {
+    "routers.conf", "transports.conf", "authenticators.conf"};
+
+/// A template that is missing or does not parse.
+class RenderError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Renders `<name>.mustache` from `templates_dir` for every snippet.
+/// Throws RenderError.
+SnippetSet render_snippets(const std::filesystem::path& templates_dir,
+                           const SnippetParams& params);
+
+/// Renders generation.conf for the generation kept in `generation_dir`.
+/// Throws RenderError.
+std::string render_generation_conf(const std::filesystem::path& templates_dir,
+                                   const std::filesystem::path& generation_dir,
+                                   unsigned long generation);
+
+}  // namespace havenoro::render

@@ -1,0 +1,26 @@
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace havenoro::util {
+
+/// What a finished child process left behind.
+struct ProcessResult {
+  int exit_code = -1;      ///< exit status, or -1 when killed by a signal
+  bool timed_out = false;  ///< killed because it ran past the time limit
+  std::string out;         ///< everything it wrote to standard output
+  std::string err;         ///< everything it wrote to standard error
+};
+
+/// Runs argv[0] (an absolute path; no shell, no PATH search) with argv,
+/// feeds `input` to its standard input and collects both outputs. The child
+/// is killed with SIGKILL once `timeout` has passed. Secrets must travel on
+/// standard input, never in argv. Throws std::system_error when the process
+/// cannot be started.
+ProcessResult run_process(const std::vector<std::string>& argv,
+                          const std::string& input,
+                          std::chrono::milliseconds timeout);
+
+}  // namespace havenoro::util

@@ -1,0 +1,158 @@
+#include "havenoro_relay/apply/exim_reload.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "havenoro_relay/util/fd.h"
+
+namespace havenoro::apply {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using util::UniqueFd;
+
+std::uintmax_t size_of(const std::filesystem::path& p) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(p, ec);
+  return ec ? 0 : size;
+}
+
+bool logged_restart(const EximDaemon& d, std::uintmax_t offset, pid_t pid) {
+  std::ifstream in(d.main_log);
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::string line;
+  std::string needle = fmt::format("daemon started: pid={},", pid);
+  while (std::getline(in, line)) {
+    if (line.find(needle) != std::string::npos)
+      return true;
+  }
+  return false;
+}
+
+// Splits "host:port" or "[v6]:port" into a socket address.
+bool parse_address(const std::string& text, sockaddr_storage& out,
+                   socklen_t& len) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos)
+    return false;
+  std::string host = text.substr(0, colon);
+  int port = std::atoi(text.c_str() + colon + 1);
+  if (host.size() > 2 && host.front() == '[') {
+    host = host.substr(1, host.size() - 2);
+  }
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&out);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&out);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    len = sizeof *v4;
+    return true;
+  }
+  if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    len = sizeof *v6;
+    return true;
+  }
+  return false;
+}
+
+bool wait_for(int fd, short events, Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - Clock::now());
+  if (left.count() <= 0)
+    return false;
+  pollfd p{fd, events, 0};
+  return ::poll(&p, 1, static_cast<int>(left.count())) == 1;
+}
+
+}  // namespace
+
+std::optional<pid_t> running_exim(const EximDaemon& daemon) {
+  std::ifstream in(daemon.pid_file);
+  long pid = 0;
+  if (!(in >> pid) || pid <= 1)
+    return {};
+  if (::kill(static_cast<pid_t>(pid), 0) != 0)
+    return {};
+  return static_cast<pid_t>(pid);
+}
+
+bool smtp_answers(const std::string& address,
+                  std::chrono::milliseconds timeout) {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  if (!parse_address(address, addr, len))
+    return false;
+  auto deadline = Clock::now() + timeout;
+  UniqueFd fd(
+      ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid())
+    return false;
+  int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len);
+  if (rc != 0 && errno != EINPROGRESS)
+    return false;
+  if (!wait_for(fd.get(), POLLOUT, deadline))
+    return false;
+  int err = 0;
+  socklen_t err_len = sizeof err;
+  ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &err_len);
+  if (err != 0)
+    return false;
+  std::string banner;
+  char buf[512];
+  while (banner.find('\n') == std::string::npos) {
+    if (!wait_for(fd.get(), POLLIN, deadline))
+      return false;
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n <= 0)
+      return false;
+    banner.append(buf, n);
+  }
+  static const char kQuit[] = "QUIT\r\n";
+  (void)!::write(fd.get(), kQuit, sizeof kQuit - 1);
+  return banner.starts_with("220");
+}
+
+ReloadResult reload_exim(const EximDaemon& daemon) {
+  auto pid = running_exim(daemon);
+  if (!pid)
+    return {false, true, "exim is not running; nothing to reload"};
+
+  auto log_offset = size_of(daemon.main_log);
+  bool check_log = std::filesystem::exists(daemon.main_log);
+  if (::kill(*pid, SIGHUP) != 0) {
+    return {false, false, fmt::format("cannot signal exim pid {}", *pid)};
+  }
+  auto deadline = Clock::now() + daemon.timeout;
+  bool logged = !check_log;
+  while (Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (::kill(*pid, 0) != 0) {
+      return {true, false,
+              fmt::format("exim pid {} exited after the reload", *pid)};
+    }
+    logged = logged || logged_restart(daemon, log_offset, *pid);
+    if (logged &&
+        smtp_answers(daemon.probe_address, std::chrono::milliseconds(1000))) {
+      return {true, true, fmt::format("exim pid {} reloaded", *pid)};
+    }
+  }
+  return {true, false,
+          fmt::format("exim pid {} did not come back within {} ms ({})", *pid,
+                      daemon.timeout.count(),
+                      logged ? "its port does not answer"
+                             : "no restart in its main log")};
+}
+
+}  // namespace havenoro::apply

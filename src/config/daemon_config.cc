@@ -1,0 +1,118 @@
+#include "havenoro_relay/config/daemon_config.h"
+
+#include <fmt/format.h>
+
+#include <fstream>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+namespace havenoro::config {
+namespace {
+
+using nlohmann::json;
+using Setter = std::function<void(DaemonConfig&, const json&)>;
+
+template <class T>
+T as(const json& value, const char* type) {
+  bool ok = false;
+  if constexpr (std::is_same_v<T, bool>)
+    ok = value.is_boolean();
+  if constexpr (std::is_same_v<T, std::string>)
+    ok = value.is_string();
+  if constexpr (std::is_same_v<T, int>)
+    ok = value.is_number_integer();
+  if (!ok)
+    throw ConfigError(fmt::format("must be {}", type));
+  return value.get<T>();
+}
+
+Setter path(std::filesystem::path DaemonConfig::*member) {
+  return [member](DaemonConfig& c, const json& v) {
+    auto p = as<std::string>(v, "a string");
+    if (p.empty() || p.front() != '/') {
+      throw ConfigError("must be an absolute path");
+    }
+    c.*member = p;
+  };
+}
+
+Setter text(std::string DaemonConfig::*member) {
+  return [member](DaemonConfig& c, const json& v) {
+    c.*member = as<std::string>(v, "a string");
+  };
+}
+
+Setter seconds(std::chrono::seconds DaemonConfig::*member) {
+  return [member](DaemonConfig& c, const json& v) {
+    int s = as<int>(v, "a whole number of seconds");
+    if (s < 1 || s > 3600)
+      throw ConfigError("must be 1-3600 seconds");
+    c.*member = std::chrono::seconds(s);
+  };
+}
+
+const std::map<std::string, Setter>& setters() {
+  static const std::map<std::string, Setter> table = {
+      {"panel_root", path(&DaemonConfig::panel_root)},
+      {"output_dir", path(&DaemonConfig::output_dir)},
+      {"templates_dir", path(&DaemonConfig::templates_dir)},
+      {"exim_binary", path(&DaemonConfig::exim_binary)},
+      {"exim_config", path(&DaemonConfig::exim_config)},
+      {"exim_pid_file", path(&DaemonConfig::exim_pid_file)},
+      {"exim_main_log", path(&DaemonConfig::exim_main_log)},
+      {"exim_probe_address", text(&DaemonConfig::exim_probe_address)},
+      {"exim_group", text(&DaemonConfig::exim_group)},
+      {"reload_timeout_s", seconds(&DaemonConfig::reload_timeout)},
+      {"tls_ca_certificates", text(&DaemonConfig::tls_ca_certificates)},
+      {"allow_private_relays",
+       [](DaemonConfig& c, const json& v) {
+         c.allow_private_relays = as<bool>(v, "true or false");
+       }},
+      {"connect_timeout_s", seconds(&DaemonConfig::connect_timeout)},
+      {"command_timeout_s", seconds(&DaemonConfig::command_timeout)},
+      {"keep_generations",
+       [](DaemonConfig& c, const json& v) {
+         int n = as<int>(v, "a whole number");
+         if (n < 2 || n > 100)
+           throw ConfigError("must be 2-100");
+         c.keep_generations = n;
+       }},
+  };
+  return table;
+}
+
+}  // namespace
+
+DaemonConfig parse_daemon_config(const std::string& text,
+                                 const std::string& origin) {
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    throw ConfigError(origin + ": not a JSON object");
+  }
+  DaemonConfig config;
+  for (const auto& [key, value] : doc.items()) {
+    auto it = setters().find(key);
+    if (it == setters().end()) {
+      throw ConfigError(fmt::format("{}: unknown key '{}'", origin, key));
+    }
+    try {
+      it->second(config, value);
+    } catch (const ConfigError& e) {
+      throw ConfigError(fmt::format("{}: '{}' {}", origin, key, e.what()));
+    }
+  }
+  return config;
+}
+
+DaemonConfig load_daemon_config(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in)
+    throw ConfigError("cannot read '" + file.string() + "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_daemon_config(text.str(), file.string());
+}
+
+}  // namespace havenoro::config

@@ -1,0 +1,132 @@
+#include "havenoro_relay/util/process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+
+#include "havenoro_relay/util/fd.h"
+
+extern char** environ;
+
+namespace havenoro::util {
+namespace {
+
+struct Pipe {
+  UniqueFd read;
+  UniqueFd write;
+};
+
+Pipe make_pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0)
+    throw errno_error("pipe", "");
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+pid_t spawn(const std::vector<std::string>& argv, Pipe& in, Pipe& out,
+            Pipe& err) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, in.read.get(), 0);
+  posix_spawn_file_actions_adddup2(&actions, out.write.get(), 1);
+  posix_spawn_file_actions_adddup2(&actions, err.write.get(), 2);
+
+  std::vector<char*> args;
+  for (const auto& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, argv.at(0).c_str(), &actions, nullptr, args.data(),
+                       environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    errno = rc;
+    throw errno_error("spawn", argv[0]);
+  }
+  return pid;
+}
+
+// Moves data between the child's pipes until both outputs reach end of file
+// or the deadline passes. Returns false on timeout.
+bool pump(UniqueFd& in, UniqueFd& out, UniqueFd& err, const std::string& input,
+          ProcessResult& result,
+          std::chrono::steady_clock::time_point deadline) {
+  size_t written = 0;
+  if (input.empty())
+    in = UniqueFd();
+  std::array<char, 8192> buf;
+  while (out.valid() || err.valid()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0)
+      return false;
+    pollfd fds[3] = {
+        {out.get(), POLLIN, 0}, {err.get(), POLLIN, 0}, {in.get(), POLLOUT, 0}};
+    int n = ::poll(fds, 3, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      throw errno_error("poll", "");
+    for (int i = 0; i < 2; ++i) {
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      UniqueFd& fd = i == 0 ? out : err;
+      ssize_t got = ::read(fd.get(), buf.data(), buf.size());
+      if (got > 0) {
+        (i == 0 ? result.out : result.err).append(buf.data(), got);
+      } else if (got == 0 || errno != EINTR) {
+        fd = UniqueFd();
+      }
+    }
+    if (fds[2].revents & (POLLOUT | POLLERR | POLLHUP)) {
+      ssize_t put =
+          ::write(in.get(), input.data() + written, input.size() - written);
+      if (put > 0)
+        written += put;
+      if (put < 0 && errno != EINTR)
+        in = UniqueFd();
+      if (written == input.size())
+        in = UniqueFd();
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+ProcessResult run_process(const std::vector<std::string>& argv,
+                          const std::string& input,
+                          std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  Pipe in = make_pipe();
+  Pipe out = make_pipe();
+  Pipe err = make_pipe();
+  // A child that exits early must not kill us with SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
+  pid_t pid = spawn(argv, in, out, err);
+  in.read = UniqueFd();
+  out.write = UniqueFd();
+  err.write = UniqueFd();
+
+  ProcessResult result;
+  if (!pump(in.write, out.read, err.read, input, result, deadline)) {
+    result.timed_out = true;
+    ::kill(pid, SIGKILL);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!result.timed_out && WIFEXITED(status)) {
+    result.exit_code = WEXITSTATUS(status);
+  }
+  return result;
+}
+
+}  // namespace havenoro::util
