@@ -218,7 +218,8 @@ void OutputDir::remove_all(const fs::path& rel) {
   UniqueFd parent = open_dir(rel.parent_path(), false);
   if (!parent.valid())
     return;
-  const char* name = rel.filename().c_str();
+  std::string base = rel.filename().string();
+  const char* name = base.c_str();
   if (::unlinkat(parent.get(), name, 0) == 0 || errno == ENOENT)
     return;
   if (errno != EISDIR)

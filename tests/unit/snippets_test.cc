@@ -1,1 +1,137 @@
+// Verifies the rendered Exim snippets against golden files, and checks
+// candidates with the real Exim (exim -bV, -bP) the way an apply does.
+
+#include "havenoro_relay/render/snippets.h"
+
 #include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "havenoro_relay/candidate/exim_check.h"
+#include "test_dir.h"
+
+namespace havenoro {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::read_text;
+using testing::write_text;
+
+const fs::path kSource = HAVENORO_SOURCE_DIR;
+const fs::path kTemplates = kSource / "exim-templates";
+
+render::SnippetParams default_params() {
+  return {"/etc/exim4/havenoro-relay", "system", false,
+          std::chrono::seconds(15), std::chrono::seconds(30)};
+}
+
+// Verifies that the rendered snippets equal the golden files, so that a
+// template change shows up as a diff (regenerate with
+// tests/golden/regenerate.sh after checking the diff).
+TEST(Snippets, MatchGoldenFiles) {
+  auto set = render::render_snippets(kTemplates, default_params());
+  for (const auto& [name, text] : set) {
+    EXPECT_EQ(text, read_text(kSource / "tests/golden" / name)) << name;
+  }
+  EXPECT_EQ(render::render_generation_conf(
+                kTemplates, "/etc/exim4/havenoro-relay/generations/7", 7),
+            read_text(kSource / "tests/golden/generation.conf"));
+}
+
+// Verifies that no domain and no secret can reach a snippet: the same
+// parameters give the same text however many domains there are.
+TEST(Snippets, HoldNoPerDomainData) {
+  auto set = render::render_snippets(kTemplates, default_params());
+  for (const auto& [name, text] : set) {
+    EXPECT_EQ(text.find("<%"), std::string::npos) << name;
+    EXPECT_EQ(text.find("example.com"), std::string::npos) << name;
+  }
+}
+
+// Verifies that loopback relays are only sent to when allowed (F12).
+TEST(Snippets, F12_SelfActionFollowsAllowPrivateRelays) {
+  auto p = default_params();
+  auto strict = render::render_snippets(kTemplates, p);
+  EXPECT_NE(strict["routers.conf"].find("self = defer"), std::string::npos);
+  p.allow_private_relays = true;
+  auto loose = render::render_snippets(kTemplates, p);
+  EXPECT_NE(loose["routers.conf"].find("self = send"), std::string::npos);
+}
+
+// An Exim main configuration and one rendered generation, in a temporary
+// directory, as an apply would check them.
+class CandidateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    out_ = tmp_.path() / "out";
+    std::string example = read_text(kTemplates / "exim4.conf.example");
+    replace_all(example, "/etc/exim4/havenoro-relay", out_.string());
+    config_ = tmp_.path() / "exim.conf";
+    write_text(config_, example);
+  }
+
+  fs::path render_generation(const fs::path& templates) {
+    auto p = default_params();
+    p.output_dir = out_;
+    fs::path gen = out_ / "generations" / "1";
+    for (const auto& [name, text] : render::render_snippets(templates, p)) {
+      write_text(gen / name, text);
+    }
+    write_text(gen / "generation.conf",
+               render::render_generation_conf(templates, gen, 1));
+    return gen;
+  }
+
+  static void replace_all(std::string& s, const std::string& from,
+                          const std::string& to) {
+    for (size_t at = s.find(from); at != std::string::npos;
+         at = s.find(from, at + to.size())) {
+      s.replace(at, from.size(), to);
+    }
+  }
+
+  candidate::EximChecker checker() const {
+    return {"/usr/sbin/exim4", config_};
+  }
+
+  testing::TestDir tmp_;
+  fs::path out_;
+  fs::path config_;
+};
+
+// Verifies that Exim accepts the rendered snippets in the example
+// configuration.
+TEST_F(CandidateTest, RealEximAcceptsRenderedSnippets) {
+  auto result = checker().check_syntax(render_generation(kTemplates));
+  EXPECT_TRUE(result.ok) << result.message;
+}
+
+// Verifies that a transport with a server-side option is rejected with
+// Exim's message and line number (F06).
+TEST_F(CandidateTest, F06_ServerOptionInTransportIsRejected) {
+  fs::path broken = tmp_.path() / "templates";
+  fs::copy(kTemplates, broken);
+  std::string t = read_text(broken / "transports.conf.mustache");
+  replace_all(t, "  protocol = smtps\n",
+              "  protocol = smtps\n  tls_on_connect = true\n");
+  write_text(broken / "transports.conf.mustache", t);
+
+  auto result = checker().check_syntax(render_generation(broken));
+  EXPECT_FALSE(result.ok);
+  EXPECT_NE(result.message.find("tls_on_connect"), std::string::npos)
+      << result.message;
+  EXPECT_NE(result.message.find("line"), std::string::npos) << result.message;
+}
+
+// Verifies that a main configuration that does not include the snippets
+// is caught, though Exim itself would accept it.
+TEST_F(CandidateTest, MainConfigWithoutIncludesIsCaught) {
+  write_text(config_, "keep_environment =\nbegin routers\nbegin transports\n");
+  auto result = checker().check_syntax(render_generation(kTemplates));
+  EXPECT_FALSE(result.ok);
+  EXPECT_NE(result.message.find("does not include"), std::string::npos)
+      << result.message;
+}
+
+}  // namespace
+}  // namespace havenoro
