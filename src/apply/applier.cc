@@ -3,8 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <map>
-#include <set>
+#include <optional>
 
 #include "havenoro_relay/apply/exim_reload.h"
 #include "havenoro_relay/apply/output_dir.h"
@@ -18,39 +17,103 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr mode_t kFileMode = 0640;
-constexpr const char* kCredentialFile = "smtp_relay.conf";
+constexpr const char* kDefaultFile = "default/smtp_relay.conf";
 
-// Relative path -> content of every data file the model asks for.
-using DataFiles = std::map<std::string, std::string>;
+// Below this many live relay domains, losing most of them at once is
+// ordinary; above it, it more likely means the panel tree is missing.
+constexpr size_t kMassRemovalFloor = 10;
 
-DataFiles desired_data(const model::RelayModel& m) {
-  DataFiles files;
-  for (const auto& [name, d] : m.domains) {
-    if (d.route == model::Route::kRelay) {
-      files[fmt::format("domains/{}/{}", name, kCredentialFile)] =
-          render::render_credential_file(name, *d.relay);
-    } else if (d.route == model::Route::kSuspended) {
-      files["suspended/" + name] = "";
-    }
-  }
-  if (m.server_relay) {
-    files[fmt::format("default/{}", kCredentialFile)] =
-        render::render_credential_file("the server", *m.server_relay);
-  }
-  return files;
+std::string domain_dir(const std::string& name) {
+  return "domains/" + name;
+}
+std::string credential_file(const std::string& name) {
+  return domain_dir(name) + "/smtp_relay.conf";
+}
+std::string suspended_marker(const std::string& name) {
+  return "suspended/" + name;
 }
 
-std::set<std::string> live_data(const OutputDir& out) {
-  std::set<std::string> files;
-  for (const auto& d : out.list("domains")) {
-    files.insert(fmt::format("domains/{}/{}", d, kCredentialFile));
+// A data file as the model wants it: with this content, or absent.
+struct Wanted {
+  std::string path;
+  std::optional<std::string> content;
+};
+
+void want_domain(const model::RelayModel& m, const std::string& name,
+                 std::vector<Wanted>& out) {
+  auto rejected = m.rejected.find(name);
+  if (rejected != m.rejected.end() && rejected->second.front().keep_live) {
+    return;  // bad settings say nothing new: what is live stays
   }
-  for (const auto& d : out.list("suspended"))
-    files.insert("suspended/" + d);
-  if (out.read(fmt::format("default/{}", kCredentialFile))) {
-    files.insert(fmt::format("default/{}", kCredentialFile));
+  std::optional<std::string> relay;
+  std::optional<std::string> marker;
+  auto it = m.domains.find(name);
+  if (it != m.domains.end() && it->second.route == model::Route::kRelay) {
+    relay = render::render_credential_file(name, *it->second.relay);
+  } else if (it != m.domains.end() &&
+             it->second.route == model::Route::kSuspended) {
+    marker = "";
   }
-  return files;
+  out.push_back({credential_file(name), relay});
+  out.push_back({suspended_marker(name), marker});
+}
+
+void want_server(const model::RelayModel& m, std::vector<Wanted>& out) {
+  if (m.server_problem)
+    return;
+  std::optional<std::string> file;
+  if (m.server_relay) {
+    file = render::render_credential_file("the server", *m.server_relay);
+  }
+  out.push_back({kDefaultFile, file});
+}
+
+std::set<std::string> names_in_scope(const model::RelayModel& m,
+                                     const OutputDir& out,
+                                     const ApplyScope& scope) {
+  if (!scope.everything)
+    return scope.domains;
+  std::set<std::string> names;
+  for (const auto& [name, d] : m.domains)
+    names.insert(name);
+  for (const auto& [name, p] : m.rejected)
+    names.insert(name);
+  for (const auto& name : out.list("domains"))
+    names.insert(name);
+  for (const auto& name : out.list("suspended"))
+    names.insert(name);
+  return names;
+}
+
+// What must change on disk for the wanted state. A credential file lives
+// in its domain's directory: that directory is what Exim's dsearch finds,
+// so it is what gets added and removed.
+struct Changes {
+  std::vector<std::pair<std::string, std::string>> writes;
+  std::vector<std::string> removals;
+  size_t relay_removals = 0;
+
+  bool empty() const { return writes.empty() && removals.empty(); }
+};
+
+Changes diff(const OutputDir& out, const std::vector<Wanted>& wanted) {
+  Changes c;
+  for (const auto& w : wanted) {
+    bool is_credential = w.path.starts_with("domains/");
+    if (w.content) {
+      if (!out.matches(w.path, *w.content, kFileMode)) {
+        c.writes.emplace_back(w.path, *w.content);
+      }
+      continue;
+    }
+    std::string target =
+        is_credential ? fs::path(w.path).parent_path().string() : w.path;
+    if (out.exists(target)) {
+      c.removals.push_back(target);
+      c.relay_removals += is_credential;
+    }
+  }
+  return c;
 }
 
 unsigned long parse_generation(const std::string& name) {
@@ -59,6 +122,10 @@ unsigned long parse_generation(const std::string& name) {
     return 0;
   }
   return std::stoul(name);
+}
+
+std::string gen_dir(unsigned long g) {
+  return fmt::format("generations/{}", g);
 }
 
 unsigned long live_generation(const OutputDir& out) {
@@ -78,101 +145,67 @@ std::vector<unsigned long> generations(const OutputDir& out) {
   return gens;
 }
 
-std::string gen_dir(unsigned long g) {
-  return fmt::format("generations/{}", g);
-}
-
 bool snippets_live(const OutputDir& out, unsigned long gen,
                    const render::SnippetSet& snippets) {
-  if (gen == 0)
+  if (gen == 0 || !out.exists(gen_dir(gen) + "/generation.conf")) {
     return false;
+  }
   return std::all_of(snippets.begin(), snippets.end(), [&](const auto& s) {
     return out.matches(fs::path(gen_dir(gen)) / s.first, s.second, kFileMode);
   });
 }
 
-// The domain directory that a credential file path belongs to, for a path
-// "domains/<d>/smtp_relay.conf"; empty for any other path.
-std::string domain_dir_of(const std::string& path) {
-  if (!path.starts_with("domains/"))
-    return {};
-  return fs::path(path).parent_path().string();
+void write_generation(OutputDir& out, const config::DaemonConfig& c,
+                      unsigned long gen, const render::SnippetSet& s) {
+  std::string dir = gen_dir(gen);
+  out.remove_all(dir);  // a leftover of an interrupted apply
+  out.make_dir(dir);
+  std::vector<StagedFile> staged;
+  for (const auto& [name, text] : s) {
+    staged.push_back(out.stage(fs::path(dir) / name, text, kFileMode));
+  }
+  staged.push_back(out.stage(
+      fs::path(dir) / "generation.conf",
+      render::render_generation_conf(c.templates_dir, c.output_dir / dir, gen),
+      kFileMode));
+  out.commit(staged);
 }
 
 // A new domain's directory is filled under a dot-name that no sender
 // domain can have, then renamed into place, so that Exim's dsearch never
 // finds the directory without its file.
-std::string staging_dir_for(const std::string& domain_dir) {
-  return "domains/.new-" + fs::path(domain_dir).filename().string();
+void write_data(OutputDir& out, const Changes& changes) {
+  std::vector<StagedFile> staged;
+  std::vector<std::pair<std::string, std::string>> new_dirs;
+  for (const auto& [path, text] : changes.writes) {
+    fs::path target = path;
+    fs::path dir = fs::path(path).parent_path();
+    if (path.starts_with("domains/") && !out.exists(dir)) {
+      std::string temp = "domains/.new-" + dir.filename().string();
+      out.remove_all(temp);
+      target = fs::path(temp) / target.filename();
+      new_dirs.emplace_back(temp, dir.string());
+    }
+    staged.push_back(out.stage(target, text, kFileMode));
+  }
+  out.commit(staged);
+  for (const auto& [temp, dir] : new_dirs)
+    out.rename(temp, dir);
 }
 
-class Transaction {
- public:
-  Transaction(const config::DaemonConfig& c, OutputDir& out, ApplyReport& r)
-      : config_(c), out_(out), report_(r) {}
-
-  bool write_generation(unsigned long gen, const render::SnippetSet& s) {
-    std::string dir = gen_dir(gen);
-    out_.remove_all(dir);  // a leftover of an interrupted apply
-    out_.make_dir(dir);
-    std::vector<StagedFile> staged;
-    for (const auto& [name, text] : s) {
-      staged.push_back(out_.stage(fs::path(dir) / name, text, kFileMode));
+void remove_data(OutputDir& out, const std::vector<std::string>& paths) {
+  for (const auto& path : paths) {
+    if (!path.starts_with("domains/")) {
+      out.remove_all(path);
+      continue;
     }
-    staged.push_back(
-        out_.stage(fs::path(dir) / "generation.conf",
-                   render::render_generation_conf(
-                       config_.templates_dir, config_.output_dir / dir, gen),
-                   kFileMode));
-    out_.commit(staged);
-    return true;
+    // Out of dsearch's sight in one rename, then gone.
+    std::string old = "domains/.old-" + fs::path(path).filename().string();
+    out.remove_all(old);
+    out.rename(path, old);
+    out.remove_all(old);
   }
-
-  void write_data(const DataFiles& desired, const std::set<std::string>& live) {
-    std::vector<StagedFile> staged;
-    std::vector<std::string> new_dirs;
-    for (const auto& [path, text] : desired) {
-      if (out_.matches(path, text, kFileMode))
-        continue;
-      std::string dir = domain_dir_of(path);
-      fs::path target = path;
-      if (!dir.empty() && !live.count(path)) {
-        out_.remove_all(staging_dir_for(dir));
-        target = fs::path(staging_dir_for(dir)) / kCredentialFile;
-        new_dirs.push_back(dir);
-      }
-      staged.push_back(out_.stage(target, text, kFileMode));
-      report_.written.push_back(path);
-    }
-    out_.commit(staged);
-    for (const auto& dir : new_dirs)
-      out_.rename(staging_dir_for(dir), dir);
-  }
-
-  void remove_stale(const DataFiles& desired,
-                    const std::set<std::string>& live) {
-    for (const auto& path : live) {
-      if (desired.count(path))
-        continue;
-      std::string dir = domain_dir_of(path);
-      if (dir.empty()) {
-        out_.remove_all(path);
-      } else {
-        // Out of dsearch's sight first, then gone.
-        std::string old = "domains/.old-" + fs::path(dir).filename().string();
-        out_.remove_all(old);
-        out_.rename(dir, old);
-        out_.remove_all(old);
-      }
-      report_.removed.push_back(path);
-    }
-  }
-
- private:
-  const config::DaemonConfig& config_;
-  OutputDir& out_;
-  ApplyReport& report_;
-};
+}
 
 EximDaemon exim_daemon(const config::DaemonConfig& c) {
   return {
@@ -189,20 +222,47 @@ void prune(OutputDir& out, unsigned long live, int keep) {
   }
 }
 
+// Holds back the removals when most relay domains would vanish at once,
+// which a panel tree that was not mounted looks like.
+void guard_mass_removal(const OutputDir& out, const ApplyScope& scope,
+                        Changes& changes, ApplyReport& report) {
+  if (!scope.everything || scope.confirm_removals)
+    return;
+  size_t live = out.list("domains").size();
+  if (live < kMassRemovalFloor || changes.relay_removals * 2 <= live)
+    return;
+  report.errors.push_back(fmt::format(
+      "refusing to remove {} of {} relay domains at once (is the panel "
+      "tree complete?); confirm with a reconcile that confirms removals",
+      changes.relay_removals, live));
+  changes.removals.clear();
+  changes.relay_removals = 0;
+}
+
 }  // namespace
 
 Applier::Applier(config::DaemonConfig config) : config_(std::move(config)) {}
 
-ApplyReport Applier::apply(const model::RelayModel& model) {
+ApplyReport Applier::apply(const model::RelayModel& model,
+                           const ApplyScope& scope) {
+  return run(model, scope, false);
+}
+
+ApplyReport Applier::plan(const model::RelayModel& model) {
+  return run(model, ApplyScope::all(), true);
+}
+
+ApplyReport Applier::run(const model::RelayModel& model,
+                         const ApplyScope& scope, bool dry_run) {
   ApplyReport report;
   OutputDir out(config_.output_dir, group_id(config_.exim_group));
-  render::SnippetParams params{config_.output_dir, config_.tls_ca_certificates,
-                               config_.allow_private_relays,
-                               config_.connect_timeout,
-                               config_.command_timeout};
   render::SnippetSet snippets;
   try {
-    snippets = render::render_snippets(config_.templates_dir, params);
+    snippets = render::render_snippets(
+        config_.templates_dir,
+        {config_.output_dir, config_.tls_ca_certificates,
+         config_.allow_private_relays, config_.connect_timeout,
+         config_.command_timeout});
   } catch (const render::RenderError& e) {
     report.errors.push_back(e.what());
     return report;
@@ -210,46 +270,53 @@ ApplyReport Applier::apply(const model::RelayModel& model) {
 
   unsigned long live = live_generation(out);
   report.generation = live;
-  DataFiles desired = desired_data(model);
-  std::set<std::string> existing = live_data(out);
-  bool data_same =
-      std::all_of(desired.begin(), desired.end(),
-                  [&](const auto& f) {
-                    return out.matches(f.first, f.second, kFileMode);
-                  }) &&
-      std::all_of(existing.begin(), existing.end(),
-                  [&](const auto& p) { return desired.count(p) > 0; });
+  std::vector<Wanted> wanted;
+  for (const auto& name : names_in_scope(model, out, scope)) {
+    want_domain(model, name, wanted);
+  }
+  if (scope.everything || scope.server)
+    want_server(model, wanted);
+  Changes changes = diff(out, wanted);
+  guard_mass_removal(out, scope, changes, report);
   bool snippets_same = snippets_live(out, live, snippets);
-  if (data_same && snippets_same)
+  for (const auto& [path, text] : changes.writes)
+    report.written.push_back(path);
+  report.removed = changes.removals;
+  if (changes.empty() && snippets_same)
     return report;
 
-  Transaction tx(config_, out, report);
   unsigned long candidate = live;
   if (!snippets_same) {
     auto gens = generations(out);
     candidate = std::max(live, gens.empty() ? 0UL : gens.back()) + 1;
-    tx.write_generation(candidate, snippets);
-  }
-
-  candidate::EximChecker checker(config_.exim_binary, config_.exim_config);
-  auto check = checker.check_syntax(config_.output_dir / gen_dir(candidate));
-  if (!check.ok) {
-    if (candidate != live)
+    write_generation(out, config_, candidate, snippets);
+    candidate::EximChecker checker(config_.exim_binary, config_.exim_config);
+    auto check = checker.check_syntax(config_.output_dir / gen_dir(candidate));
+    if (!check.ok || dry_run)
       out.remove_all(gen_dir(candidate));
-    report.errors.push_back("exim rejected the candidate: " + check.message);
-    return report;
+    if (!check.ok) {
+      report.errors.push_back("exim rejected the candidate: " + check.message);
+      report.written.clear();
+      report.removed.clear();
+      return report;
+    }
+    report.new_generation = true;
   }
+  // TODO(#4): check changed credential files with exim -be and -bt before
+  // they go live; today their fields are checked by the parser only.
+  if (dry_run)
+    return report;
 
-  tx.write_data(desired, existing);
-  tx.remove_stale(desired, existing);
+  write_data(out, changes);
+  remove_data(out, changes.removals);
   if (candidate == live)
     return report;
 
   out.replace_link("current", gen_dir(candidate));
-  report.new_generation = true;
   report.generation = candidate;
   auto reload = reload_exim(exim_daemon(config_));
   report.reloaded = reload.signalled && reload.ok;
+  report.exim_state = reload.message;
   if (!reload.ok) {
     // TODO(#4): restart Exim on the previous generation and confirm it.
     report.errors.push_back("exim did not come back after the reload: " +

@@ -109,6 +109,13 @@ std::optional<std::string> OutputDir::read(const fs::path& rel) const {
   return read_all(fd.get(), (root_ / rel).string());
 }
 
+bool OutputDir::exists(const fs::path& rel) const {
+  UniqueFd dir = open_dir(rel.parent_path(), false);
+  struct stat st;
+  return dir.valid() && ::fstatat(dir.get(), rel.filename().c_str(), &st,
+                                  AT_SYMLINK_NOFOLLOW) == 0;
+}
+
 bool OutputDir::matches(const fs::path& rel, const std::string& content,
                         mode_t mode) const {
   UniqueFd dir = open_dir(rel.parent_path(), false);

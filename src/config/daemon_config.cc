@@ -44,11 +44,12 @@ Setter text(std::string DaemonConfig::*member) {
   };
 }
 
-Setter seconds(std::chrono::seconds DaemonConfig::*member) {
-  return [member](DaemonConfig& c, const json& v) {
+Setter seconds(std::chrono::seconds DaemonConfig::*member, int max = 3600) {
+  return [member, max](DaemonConfig& c, const json& v) {
     int s = as<int>(v, "a whole number of seconds");
-    if (s < 1 || s > 3600)
-      throw ConfigError("must be 1-3600 seconds");
+    if (s < 1 || s > max) {
+      throw ConfigError(fmt::format("must be 1-{} seconds", max));
+    }
     c.*member = std::chrono::seconds(s);
   };
 }
@@ -72,6 +73,18 @@ const std::map<std::string, Setter>& setters() {
        }},
       {"connect_timeout_s", seconds(&DaemonConfig::connect_timeout)},
       {"command_timeout_s", seconds(&DaemonConfig::command_timeout)},
+      {"control_socket", path(&DaemonConfig::control_socket)},
+      {"control_socket_group", text(&DaemonConfig::control_socket_group)},
+      {"resync_interval_s", seconds(&DaemonConfig::resync_interval, 86400)},
+      {"idle_timeout_s", seconds(&DaemonConfig::idle_timeout)},
+      {"max_request_bytes",
+       [](DaemonConfig& c, const json& v) {
+         int n = as<int>(v, "a whole number");
+         if (n < 1024 || n > (1 << 24)) {
+           throw ConfigError("must be 1024-16777216");
+         }
+         c.max_request_bytes = static_cast<size_t>(n);
+       }},
       {"keep_generations",
        [](DaemonConfig& c, const json& v) {
          int n = as<int>(v, "a whole number");

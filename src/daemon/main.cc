@@ -18,10 +18,10 @@ namespace {
 using namespace havenoro;
 
 void print_problems(const model::RelayModel& m) {
-  for (const auto& p : m.problems) {
+  for (const auto& p : m.problems()) {
     std::cerr << "havenoro-relayd: rejected: " << p.text() << "\n";
   }
-  for (const auto& w : m.warnings) {
+  for (const auto& w : m.all_warnings()) {
     std::cerr << "havenoro-relayd: warning: " << w.text() << "\n";
   }
 }
@@ -35,7 +35,7 @@ std::string summary(const model::RelayModel& m, const apply::ApplyReport& r) {
       "written={} removed={} reloaded={}",
       event, r.generation, m.count(model::Route::kRelay),
       m.count(model::Route::kDefault), m.count(model::Route::kSuspended),
-      m.problems.size(), r.written.size(), r.removed.size(),
+      m.problems().size(), r.written.size(), r.removed.size(),
       r.reloaded ? "yes" : "no");
 }
 
@@ -51,7 +51,7 @@ int apply_once(const config::DaemonConfig& config) {
     std::cerr << "havenoro-relayd: apply failed: " << e << "\n";
   }
   std::cout << summary(relay_model, report) << std::endl;
-  return report.ok() && relay_model.problems.empty() ? 0 : 1;
+  return report.ok() && relay_model.problems().empty() ? 0 : 1;
 }
 
 }  // namespace

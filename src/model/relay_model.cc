@@ -1,19 +1,20 @@
 #include "havenoro_relay/model/relay_model.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 namespace havenoro::model {
 namespace {
 
 using panel::DomainEntry;
 
-void add_warnings(RelayModel& model, const DomainEntry& entry) {
-  for (const auto& w : entry.settings.warnings) {
-    auto colon = w.find(':');
-    model.warnings.push_back(
-        {entry.stem, entry.user, w.substr(0, colon),
-         w.substr(colon == std::string::npos ? w.size() : colon + 2)});
-  }
+// Warnings come from the parser as "field: message".
+Problem warning(const std::string& domain, const std::string& user,
+                const std::string& text) {
+  auto colon = text.find(": ");
+  if (colon == std::string::npos)
+    return {domain, user, "", text};
+  return {domain, user, text.substr(0, colon), text.substr(colon + 2)};
 }
 
 DomainRoute route_for(const panel::DomainSettings& d, const std::string& user,
@@ -35,14 +36,21 @@ DomainRoute route_for(const panel::DomainSettings& d, const std::string& user,
   return r;
 }
 
-// The same domain under two users is a panel inconsistency; which of the
-// two is right cannot be known, so neither gets a relay.
-std::map<std::string, std::vector<std::string>> owners_of(
-    const panel::PanelSnapshot& snapshot) {
-  std::map<std::string, std::vector<std::string>> owners;
-  for (const auto& d : snapshot.domains)
-    owners[d.stem].push_back(d.user);
-  return owners;
+// The problem that keeps one domain file out of the model, if any.
+std::optional<Problem> problem_of(const DomainEntry& entry,
+                                  const UserIndex& users) {
+  auto user = users.find(entry.user);
+  if (user == users.end()) {
+    return Problem{entry.stem, entry.user, "user.json", "is missing"};
+  }
+  if (const auto& e = user->second.settings.error) {
+    return Problem{entry.stem, entry.user, "user.json",
+                   e->field + " " + e->message};
+  }
+  if (const auto& e = entry.settings.error) {
+    return Problem{entry.stem, entry.user, e->field, e->message};
+  }
+  return {};
 }
 
 }  // namespace
@@ -66,6 +74,24 @@ std::string Problem::text() const {
   return fmt::format("{}: {}: {}", subject, field, message);
 }
 
+std::vector<Problem> RelayModel::problems() const {
+  std::vector<Problem> all;
+  if (server_problem)
+    all.push_back(*server_problem);
+  for (const auto& [name, list] : rejected) {
+    all.insert(all.end(), list.begin(), list.end());
+  }
+  return all;
+}
+
+std::vector<Problem> RelayModel::all_warnings() const {
+  std::vector<Problem> all;
+  for (const auto& [name, list] : warnings) {
+    all.insert(all.end(), list.begin(), list.end());
+  }
+  return all;
+}
+
 size_t RelayModel::count(Route route) const {
   size_t n = 0;
   for (const auto& [name, d] : domains)
@@ -73,49 +99,72 @@ size_t RelayModel::count(Route route) const {
   return n;
 }
 
+void evaluate_domain(RelayModel& model, const std::string& name,
+                     const DomainFiles* files, const UserIndex& users) {
+  model.domains.erase(name);
+  model.rejected.erase(name);
+  model.warnings.erase(name);
+  if (!files || files->empty())
+    return;
+
+  if (files->size() > 1) {
+    // Which of the two owners is right cannot be known: neither gets a
+    // relay, and the one it had goes too.
+    std::vector<std::string> owners;
+    for (const auto& [user, entry] : *files)
+      owners.push_back(user);
+    for (const auto& user : owners) {
+      model.rejected[name].push_back(
+          {name, user, "domain",
+           fmt::format("is configured under users {}; relaying it for "
+                       "none of them",
+                       fmt::join(owners, ", ")),
+           false});
+    }
+    return;
+  }
+  const DomainEntry& entry = files->begin()->second;
+  if (auto problem = problem_of(entry, users)) {
+    model.rejected[name].push_back(*problem);
+    return;
+  }
+  for (const auto& w : entry.settings.warnings) {
+    model.warnings[name].push_back(warning(name, entry.user, w));
+  }
+  bool user_suspended = users.at(entry.user).settings.value->suspended;
+  model.domains[name] =
+      route_for(*entry.settings.value, entry.user, user_suspended);
+}
+
+void evaluate_server(
+    RelayModel& model,
+    const panel::Parsed<std::optional<panel::RelaySettings>>& server) {
+  model.server_relay.reset();
+  model.server_problem.reset();
+  model.warnings.erase("");
+  if (server.error) {
+    model.server_problem =
+        Problem{"", "", server.error->field, server.error->message};
+    return;
+  }
+  if (server.value)
+    model.server_relay = *server.value;
+  for (const auto& w : server.warnings) {
+    model.warnings[""].push_back(warning("", "", w));
+  }
+}
+
 RelayModel build_relay_model(const panel::PanelSnapshot& snapshot) {
   RelayModel model;
-  if (snapshot.server.error) {
-    model.server_rejected = true;
-    model.problems.push_back(
-        {"", "", snapshot.server.error->field, snapshot.server.error->message});
-  } else if (snapshot.server.value) {
-    model.server_relay = *snapshot.server.value;
-    for (const auto& w : snapshot.server.warnings) {
-      auto colon = w.find(':');
-      model.warnings.push_back(
-          {"", "", w.substr(0, colon), w.substr(colon + 2)});
-    }
-  }
-
-  std::map<std::string, const panel::UserEntry*> users;
+  evaluate_server(model, snapshot.server);
+  UserIndex users;
   for (const auto& u : snapshot.users)
-    users[u.user] = &u;
-  auto owners = owners_of(snapshot);
-
-  for (const auto& entry : snapshot.domains) {
-    const auto& owned_by = owners[entry.stem];
-    const panel::UserEntry* user = users[entry.user];
-    if (owned_by.size() > 1) {
-      model.problems.push_back(
-          {entry.stem, entry.user, "domain",
-           fmt::format("is also configured under user(s) {}; relaying it "
-                       "for none of them",
-                       fmt::join(owned_by, ", "))});
-    } else if (!user || user->settings.error) {
-      std::string why = user ? user->settings.error->field + " " +
-                                   user->settings.error->message
-                             : "is missing";
-      model.problems.push_back({entry.stem, entry.user, "user.json", why});
-    } else if (entry.settings.error) {
-      model.problems.push_back({entry.stem, entry.user,
-                                entry.settings.error->field,
-                                entry.settings.error->message});
-    } else {
-      add_warnings(model, entry);
-      model.domains[entry.stem] = route_for(*entry.settings.value, entry.user,
-                                            user->settings.value->suspended);
-    }
+    users.emplace(u.user, u);
+  std::map<std::string, DomainFiles> by_name;
+  for (const auto& d : snapshot.domains)
+    by_name[d.stem].emplace(d.user, d);
+  for (const auto& [name, files] : by_name) {
+    evaluate_domain(model, name, &files, users);
   }
   return model;
 }

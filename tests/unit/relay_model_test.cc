@@ -41,7 +41,7 @@ PanelSnapshot snapshot() {
 // Verifies the three routes and their reasons.
 TEST(RelayModel, GivesEachDomainItsRoute) {
   auto m = build_relay_model(snapshot());
-  EXPECT_TRUE(m.problems.empty());
+  EXPECT_TRUE(m.problems().empty());
   EXPECT_EQ(m.domains.at("relay.example").route, Route::kRelay);
   EXPECT_EQ(m.domains.at("plain.example").route, Route::kDefault);
   EXPECT_EQ(m.domains.at("off.example").route, Route::kSuspended);
@@ -58,8 +58,8 @@ TEST(RelayModel, BadDomainIsLeftOutAndReported) {
                              R"(,"smtp_relay":{"enabled":true,)"
                              R"("host":"x.example","port":70000})"));
   auto m = build_relay_model(s);
-  ASSERT_EQ(m.problems.size(), 1u);
-  EXPECT_EQ(m.problems[0].text(),
+  ASSERT_EQ(m.problems().size(), 1u);
+  EXPECT_EQ(m.problems()[0].text(),
             "domain 'broken.example' (user alice): smtp_relay.port: 70000 "
             "is out of range 1-65535");
   EXPECT_FALSE(m.domains.count("broken.example"));
@@ -73,8 +73,8 @@ TEST(RelayModel, DomainUnderTwoUsersIsRelayedForNeither) {
   s.domains.push_back(domain("bob", "relay.example", kRelay));
   auto m = build_relay_model(s);
   EXPECT_FALSE(m.domains.count("relay.example"));
-  ASSERT_EQ(m.problems.size(), 2u);
-  EXPECT_NE(m.problems[0].message.find("alice, bob"), std::string::npos);
+  ASSERT_EQ(m.problems().size(), 2u);
+  EXPECT_NE(m.problems()[0].message.find("alice, bob"), std::string::npos);
 }
 
 // Verifies that the domains of a user whose user.json is broken are left
@@ -85,8 +85,8 @@ TEST(RelayModel, BrokenUserFileLeavesItsDomainsOut) {
   s.domains.push_back(domain("dave", "dave.example", kRelay));
   auto m = build_relay_model(s);
   EXPECT_FALSE(m.domains.count("dave.example"));
-  ASSERT_EQ(m.problems.size(), 1u);
-  EXPECT_EQ(m.problems[0].field, "user.json");
+  ASSERT_EQ(m.problems().size(), 1u);
+  EXPECT_EQ(m.problems()[0].field, "user.json");
 }
 
 // Verifies that a bad server-wide relay is reported as such.
@@ -95,10 +95,10 @@ TEST(RelayModel, BadServerRelayIsReported) {
   s.server = panel::parse_server_settings(
       R"({"smtp_relay":{"enabled":true,"host":"a b"}})", {});
   auto m = build_relay_model(s);
-  EXPECT_TRUE(m.server_rejected);
+  EXPECT_TRUE(m.server_problem);
   EXPECT_FALSE(m.server_relay);
-  ASSERT_EQ(m.problems.size(), 1u);
-  EXPECT_EQ(m.problems[0].text().rfind("server-wide relay", 0), 0u);
+  ASSERT_EQ(m.problems().size(), 1u);
+  EXPECT_EQ(m.problems()[0].text().rfind("server-wide relay", 0), 0u);
 }
 
 }  // namespace

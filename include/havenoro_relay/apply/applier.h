@@ -1,5 +1,6 @@
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -8,11 +9,27 @@
 
 namespace havenoro::apply {
 
-/// What one apply did.
+/// Which part of the model an apply looks at. An apply of a few domains
+/// touches only their files, whatever the size of the model.
+struct ApplyScope {
+  bool everything = true;         ///< every domain and the server relay
+  std::set<std::string> domains;  ///< otherwise: these domains ...
+  bool server = false;            ///< ... and the server-wide relay if set
+  /// Remove relay domains even when most of them vanish at once.
+  bool confirm_removals = false;
+
+  static ApplyScope all() { return {}; }
+  static ApplyScope of(std::set<std::string> domains, bool server) {
+    return {false, std::move(domains), server, false};
+  }
+};
+
+/// What one apply did (or, for a plan, would do).
 struct ApplyReport {
   unsigned long generation = 0;      ///< live generation afterwards (0: none)
   bool new_generation = false;       ///< the snippets changed
   bool reloaded = false;             ///< Exim was signalled and came back
+  std::string exim_state;            ///< what the reload found, when it ran
   std::vector<std::string> written;  ///< files written, relative paths
   std::vector<std::string> removed;  ///< files or directories removed
   std::vector<std::string> errors;   ///< why the apply failed, if it did
@@ -27,16 +44,26 @@ struct ApplyReport {
 /// credential files, checks the candidate with the real Exim, writes what
 /// differs from what is live, switches generations in one rename and
 /// reloads Exim only when the snippets changed. A candidate Exim rejects
-/// changes nothing that is live.
+/// changes nothing that is live. A domain whose settings were rejected
+/// keeps whatever it has live.
 class Applier {
  public:
   explicit Applier(config::DaemonConfig config);
 
-  /// Applies `model`. Expected failures are reported in the result; throws
-  /// only for the unexpected (std::system_error from the file system).
-  ApplyReport apply(const model::RelayModel& model);
+  /// Applies the part of `model` in `scope`. Expected failures are
+  /// reported in the result; throws only for the unexpected
+  /// (std::system_error from the file system).
+  ApplyReport apply(const model::RelayModel& model,
+                    const ApplyScope& scope = ApplyScope::all());
+
+  /// What apply() would write and remove, with the candidate checked by
+  /// Exim; nothing live changes.
+  ApplyReport plan(const model::RelayModel& model);
 
  private:
+  ApplyReport run(const model::RelayModel& model, const ApplyScope& scope,
+                  bool dry_run);
+
   config::DaemonConfig config_;
 };
 

@@ -35,6 +35,9 @@ class OutputDir {
   /// Throws std::system_error for a symlink or an unreadable file.
   std::optional<std::string> read(const std::filesystem::path& rel) const;
 
+  /// True when anything (a file, a directory, a symlink) is at `rel`.
+  bool exists(const std::filesystem::path& rel) const;
+
   /// True when `rel` is a regular file with exactly this content, `mode`,
   /// and owner root:group. A symlink never matches.
   bool matches(const std::filesystem::path& rel, const std::string& content,

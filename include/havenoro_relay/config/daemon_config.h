@@ -26,6 +26,13 @@ struct DaemonConfig {
   std::chrono::seconds connect_timeout{15};
   std::chrono::seconds command_timeout{30};
   int keep_generations = 5;
+
+  // The long-running daemon.
+  std::filesystem::path control_socket = "/run/havenoro-relayd/control.sock";
+  std::string control_socket_group = "root";
+  std::chrono::seconds resync_interval{3600};
+  size_t max_request_bytes = 65536;
+  std::chrono::seconds idle_timeout{30};
 };
 
 /// A configuration file that cannot be used; the message names the file

@@ -35,6 +35,10 @@ struct Problem {
   std::string user;
   std::string field;
   std::string message;
+  /// True when the domain keeps the relay it last had live: its settings
+  /// are unreadable or invalid, which says nothing about what the panel
+  /// wants. False when the panel is inconsistent (two owners).
+  bool keep_live = true;
 
   /// One line fit for an admin: "domain 'x' (user bob): field: message".
   std::string text() const;
@@ -42,14 +46,34 @@ struct Problem {
 
 /// What the panel's settings mean for relaying, after validation.
 struct RelayModel {
-  std::map<std::string, DomainRoute> domains;  ///< accepted domains
+  std::map<std::string, DomainRoute> domains;            ///< accepted domains
+  std::map<std::string, std::vector<Problem>> rejected;  ///< by domain
+  std::map<std::string, std::vector<Problem>> warnings;  ///< "" = server
   std::optional<panel::RelaySettings> server_relay;
-  bool server_rejected = false;  ///< conf/mail.json could not be used
-  std::vector<Problem> problems;
-  std::vector<Problem> warnings;
+  std::optional<Problem> server_problem;  ///< conf/mail.json is unusable
 
+  /// Every rejection, the server-wide relay's first, then by domain.
+  std::vector<Problem> problems() const;
+  /// Every warning, in the same order.
+  std::vector<Problem> all_warnings() const;
   size_t count(Route route) const;
 };
+
+/// The domain files found for one domain name, by user.
+using DomainFiles = std::map<std::string, panel::DomainEntry>;
+/// The users found in the panel tree, by name.
+using UserIndex = std::map<std::string, panel::UserEntry>;
+
+/// Re-evaluates one domain name into the model: its route, its rejection,
+/// or its absence when `files` is null or empty. Costs what one domain
+/// costs, whatever the size of the model.
+void evaluate_domain(RelayModel& model, const std::string& name,
+                     const DomainFiles* files, const UserIndex& users);
+
+/// Re-evaluates the server-wide relay into the model.
+void evaluate_server(
+    RelayModel& model,
+    const panel::Parsed<std::optional<panel::RelaySettings>>& server);
 
 /// Builds the model from a snapshot. A domain with a bad file, a domain of
 /// a user whose user.json is bad, and a domain that two users both claim

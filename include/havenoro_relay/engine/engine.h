@@ -1,0 +1,138 @@
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "havenoro_relay/apply/applier.h"
+#include "havenoro_relay/config/daemon_config.h"
+#include "havenoro_relay/model/relay_model.h"
+#include "havenoro_relay/panel/panel_reader.h"
+
+namespace havenoro::engine {
+
+using Clock = std::chrono::system_clock;
+
+/// What happened to one domain in an apply, as reconcile reports it.
+struct DomainOutcome {
+  std::string domain;
+  /// "applied", "unchanged", "rejected", "removed" or "failed".
+  std::string result;
+  std::string route;    ///< "relay", "default", "suspended", "" when gone
+  std::string message;  ///< the reason for rejected or failed; no secret
+};
+
+/// One apply: what it covered, what it did, how long it took.
+struct ApplyOutcome {
+  Clock::time_point started;
+  std::chrono::milliseconds took{0};
+  bool full = false;  ///< a resync of the whole tree, not a few changes
+  apply::ApplyReport report;
+  std::vector<DomainOutcome> domains;  ///< domains this apply looked at
+  std::vector<std::string> problems;   ///< one line each, rejected settings
+
+  /// "applied", "unchanged", "rejected" (something was left out) or
+  /// "failed" (nothing of the candidate went live).
+  std::string result() const;
+};
+
+/// The core of the daemon: holds the panel's settings as last read, the
+/// relay model built from them, and the status of the last apply. Panel
+/// changes are noted cheaply and applied in one go, so a burst of saves
+/// costs one apply; the cost of an apply grows with what changed, not with
+/// the number of domains. One thread applies (resync, note_*,
+/// apply_pending, plan); status(), domain_list() and domain() may be
+/// called from any thread meanwhile: they wait only for the short moments
+/// in which the in-memory model changes, never for Exim or the disk.
+class Engine {
+ public:
+  explicit Engine(config::DaemonConfig config);
+
+  /// Re-reads the whole panel tree and applies it. Throws panel::PanelError
+  /// when the tree cannot be read; nothing is changed then.
+  ApplyOutcome resync();
+
+  /// Notes that `path` (absolute, below the panel root) was created,
+  /// written, renamed or removed. Paths that are not settings are ignored.
+  void note_path(const std::filesystem::path& path);
+
+  /// Notes that a domain (or "" for the server-wide relay) must be re-read,
+  /// wherever its file is now.
+  void note_domain(const std::string& domain);
+
+  /// True when something was noted since the last apply.
+  bool has_pending() const;
+
+  /// Re-reads what was noted and applies it.
+  ApplyOutcome apply_pending();
+
+  /// Renders and checks the panel's current settings without applying:
+  /// what an apply would write and remove, and what it would reject.
+  nlohmann::json plan();
+
+  /// The daemon's configuration, to be replaced on SIGHUP by a new Engine.
+  const config::DaemonConfig& config() const { return config_; }
+
+  /// A status document. Keys: docs/control-protocol.md.
+  nlohmann::json status() const;
+
+  /// One entry per known domain: name, user, route, last error.
+  nlohmann::json domain_list() const;
+
+  /// One domain's effective route and why, and its last error; null when
+  /// the domain is unknown.
+  nlohmann::json domain(const std::string& name) const;
+
+ private:
+  struct Reread;
+
+  Reread reread_pending();
+  void rescan_user(const std::string& user, Reread& into);
+  void reread_file(const std::string& user, const std::string& stem,
+                   Reread& into);
+  void locate_domain(const std::string& name, Reread& into);
+  ApplyOutcome apply_scope(const std::set<std::string>& names, bool server,
+                           bool full);
+  DomainOutcome outcome_of(const std::string& name,
+                           const apply::ApplyReport& report) const;
+  void record_errors(const std::set<std::string>& names, bool server);
+  nlohmann::json domain_json(const std::string& name) const;
+
+  config::DaemonConfig config_;
+  panel::RelayRules rules_;
+  apply::Applier applier_;
+  Clock::time_point started_ = Clock::now();
+
+  // The panel as last read: users, and domain files by domain name (a name
+  // may appear under two users, which is an error for both).
+  std::map<std::string, panel::UserEntry> users_;
+  std::map<std::string, model::DomainFiles> domains_;
+  std::map<std::string, std::set<std::string>> user_domains_;
+  panel::Parsed<std::optional<panel::RelaySettings>> server_;
+  model::RelayModel model_;
+
+  // Noted since the last apply.
+  std::set<std::string> pending_users_;  ///< rescan user dir and user.json
+  std::set<std::pair<std::string, std::string>> pending_files_;  ///< user, stem
+  std::set<std::string> pending_domains_;  ///< by name, wherever they are
+  bool pending_server_ = false;
+  bool pending_full_ = false;
+
+  // Errors by domain ("" = server-wide relay), with when first seen.
+  std::map<std::string, std::pair<std::string, Clock::time_point>> errors_;
+
+  std::optional<ApplyOutcome> last_apply_;
+
+  // Held exclusively by the applying thread only while it changes the
+  // members above; shared by the status readers.
+  mutable std::shared_mutex mutex_;
+};
+
+}  // namespace havenoro::engine

@@ -1,0 +1,487 @@
+#include "havenoro_relay/engine/engine.h"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <mutex>
+
+namespace havenoro::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Key = std::pair<std::string, std::string>;  // user, stem
+
+std::string iso_time(Clock::time_point t) {
+  return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(Clock::to_time_t(t)));
+}
+
+const char* security_name(panel::Security s) {
+  switch (s) {
+    case panel::Security::kAuto:
+      return "auto";
+    case panel::Security::kTls:
+      return "tls";
+    case panel::Security::kStarttls:
+      return "starttls";
+    case panel::Security::kNone:
+      return "none";
+  }
+  return "unknown";
+}
+
+// A relay as status shows it: everything but the password.
+json relay_json(const panel::RelaySettings& r) {
+  const char* tls = r.implicit_tls()   ? "implicit"
+                    : r.requires_tls() ? "starttls"
+                                       : "none";
+  return {{"host", r.host},
+          {"port", r.port},
+          {"security", security_name(r.security)},
+          {"tls", tls},
+          {"verify_certificate", r.verify_certificate},
+          {"username", r.username},
+          {"password_set", !r.password.empty()}};
+}
+
+// The domain a written or removed output path belongs to; "" for the
+// server-wide relay and for generation files.
+std::string domain_of_path(const std::string& path) {
+  for (const char* prefix : {"domains/", "suspended/"}) {
+    if (path.starts_with(prefix)) {
+      std::string rest = path.substr(std::string_view(prefix).size());
+      return rest.substr(0, rest.find('/'));
+    }
+  }
+  return "";
+}
+
+std::optional<std::string> file_stem(const std::string& name) {
+  if (name.empty() || name.front() == '.' || !name.ends_with(".json") ||
+      name.size() <= 5) {
+    return {};
+  }
+  return name.substr(0, name.size() - 5);
+}
+
+bool path_exists(const fs::path& p) {
+  std::error_code ec;
+  return fs::exists(p, ec);
+}
+
+std::vector<std::string> list_dir(const fs::path& dir, bool dirs) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    auto name = e.path().filename().string();
+    if (!name.empty() && name.front() != '.' && e.is_directory(ec) == dirs) {
+      names.push_back(name);
+    }
+  }
+  return names;
+}
+
+}  // namespace
+
+// What the applying thread read from disk, to be merged under the lock.
+struct Engine::Reread {
+  std::map<std::string, std::optional<panel::UserEntry>> users;
+  std::map<Key, std::optional<panel::DomainEntry>> files;
+  std::optional<panel::Parsed<std::optional<panel::RelaySettings>>> server;
+  std::set<std::string> names;
+};
+
+std::string ApplyOutcome::result() const {
+  if (!report.ok())
+    return "failed";
+  if (!problems.empty())
+    return "rejected";
+  if (report.unchanged())
+    return "unchanged";
+  return "applied";
+}
+
+Engine::Engine(config::DaemonConfig config)
+    : config_(std::move(config)),
+      rules_{config_.allow_private_relays},
+      applier_(config_) {}
+
+ApplyOutcome Engine::resync() {
+  auto snapshot = panel::read_panel(config_.panel_root, rules_);
+  std::set<std::string> names;
+  {
+    std::unique_lock lock(mutex_);
+    users_.clear();
+    domains_.clear();
+    user_domains_.clear();
+    for (auto& u : snapshot.users)
+      users_.emplace(u.user, u);
+    for (auto& d : snapshot.domains) {
+      names.insert(d.stem);
+      user_domains_[d.user].insert(d.stem);
+      domains_[d.stem].emplace(d.user, d);
+    }
+    server_ = snapshot.server;
+    model_ = model::build_relay_model(snapshot);
+    pending_users_.clear();
+    pending_files_.clear();
+    pending_domains_.clear();
+    pending_server_ = pending_full_ = false;
+  }
+  for (const auto& [name, e] : errors_) {
+    if (!name.empty())
+      names.insert(name);  // errors that may be gone now
+  }
+  return apply_scope(names, true, true);
+}
+
+void Engine::note_path(const fs::path& path) {
+  fs::path rel = path.lexically_relative(config_.panel_root);
+  std::vector<std::string> parts;
+  for (const auto& p : rel)
+    parts.push_back(p.string());
+  if (parts.empty() || parts[0] == "..")
+    return;
+  if (parts[0] == "conf") {
+    pending_server_ = true;
+  } else if (parts[0] != "data") {
+    return;
+  } else if (parts.size() <= 2) {
+    pending_full_ = true;  // data/ or data/users/ itself
+  } else if (parts[1] != "users") {
+    return;
+  } else if (parts.size() == 5 && parts[3] == "mail") {
+    // TODO(#5): <domain>.dkim.pem changes, once DKIM keys are published.
+    if (auto stem = file_stem(parts[4])) {
+      pending_files_.emplace(parts[2], *stem);
+    }
+  } else if (parts.size() <= 4) {
+    pending_users_.insert(parts[2]);  // the user's dir, user.json, mail/
+  }
+}
+
+void Engine::note_domain(const std::string& domain) {
+  if (domain.empty()) {
+    pending_server_ = true;
+  } else {
+    pending_domains_.insert(domain);
+  }
+}
+
+bool Engine::has_pending() const {
+  return pending_full_ || pending_server_ || !pending_users_.empty() ||
+         !pending_files_.empty() || !pending_domains_.empty();
+}
+
+void Engine::reread_file(const std::string& user, const std::string& stem,
+                         Reread& into) {
+  fs::path file =
+      config_.panel_root / "data" / "users" / user / "mail" / (stem + ".json");
+  into.names.insert(stem);
+  if (!path_exists(file)) {
+    into.files[{user, stem}] = std::nullopt;
+    return;
+  }
+  into.files[{user, stem}] =
+      panel::read_domain(config_.panel_root, user, stem, rules_);
+  if (!users_.count(user) && !into.users.count(user)) {
+    into.users[user] = panel::read_user(config_.panel_root, user);
+  }
+}
+
+void Engine::rescan_user(const std::string& user, Reread& into) {
+  fs::path dir = config_.panel_root / "data" / "users" / user;
+  std::set<std::string> gone;
+  if (auto it = user_domains_.find(user); it != user_domains_.end()) {
+    gone = it->second;
+  }
+  if (!path_exists(dir)) {
+    into.users[user] = std::nullopt;
+  } else {
+    into.users[user] = panel::read_user(config_.panel_root, user);
+    for (const auto& name : list_dir(dir / "mail", false)) {
+      if (auto stem = file_stem(name)) {
+        gone.erase(*stem);
+        reread_file(user, *stem, into);
+      }
+    }
+  }
+  for (const auto& stem : gone) {
+    into.files[{user, stem}] = std::nullopt;
+    into.names.insert(stem);
+  }
+}
+
+void Engine::locate_domain(const std::string& name, Reread& into) {
+  into.names.insert(name);
+  std::set<std::string> owners;
+  if (auto it = domains_.find(name); it != domains_.end()) {
+    for (const auto& [user, entry] : it->second)
+      owners.insert(user);
+  }
+  // Where the domain lives now may be a user the daemon has not seen own
+  // it: look in every user's mail directory, one stat each.
+  fs::path users = config_.panel_root / "data" / "users";
+  for (const auto& user : list_dir(users, true)) {
+    if (path_exists(users / user / "mail" / (name + ".json")))
+      owners.insert(user);
+  }
+  for (const auto& user : owners)
+    reread_file(user, name, into);
+}
+
+Engine::Reread Engine::reread_pending() {
+  Reread r;
+  if (pending_server_) {
+    r.server = panel::read_server(config_.panel_root, rules_);
+  }
+  for (const auto& user : pending_users_)
+    rescan_user(user, r);
+  for (const auto& [user, stem] : pending_files_)
+    reread_file(user, stem, r);
+  for (const auto& name : pending_domains_)
+    locate_domain(name, r);
+  pending_users_.clear();
+  pending_files_.clear();
+  pending_domains_.clear();
+  pending_server_ = false;
+  return r;
+}
+
+ApplyOutcome Engine::apply_pending() {
+  if (pending_full_)
+    return resync();
+  bool server = pending_server_;
+  Reread r = reread_pending();
+  {
+    std::unique_lock lock(mutex_);
+    for (auto& [user, entry] : r.users) {
+      if (entry) {
+        users_.insert_or_assign(user, std::move(*entry));
+      } else {
+        users_.erase(user);
+      }
+    }
+    for (auto& [key, entry] : r.files) {
+      const auto& [user, stem] = key;
+      if (entry) {
+        domains_[stem].insert_or_assign(user, std::move(*entry));
+        user_domains_[user].insert(stem);
+      } else {
+        domains_[stem].erase(user);
+        user_domains_[user].erase(stem);
+        if (domains_[stem].empty())
+          domains_.erase(stem);
+      }
+    }
+    if (r.server) {
+      server_ = std::move(*r.server);
+      model::evaluate_server(model_, server_);
+    }
+    for (const auto& name : r.names) {
+      auto it = domains_.find(name);
+      model::evaluate_domain(
+          model_, name, it == domains_.end() ? nullptr : &it->second, users_);
+    }
+  }
+  return apply_scope(r.names, server, false);
+}
+
+ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
+                                 bool server, bool full) {
+  ApplyOutcome outcome;
+  outcome.started = Clock::now();
+  outcome.full = full;
+  auto t0 = std::chrono::steady_clock::now();
+  outcome.report =
+      applier_.apply(model_, full ? apply::ApplyScope::all()
+                                  : apply::ApplyScope::of(names, server));
+  outcome.took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+
+  if ((full || server) && model_.server_problem) {
+    outcome.problems.push_back(model_.server_problem->text());
+  }
+  for (const auto& name : names) {
+    outcome.domains.push_back(outcome_of(name, outcome.report));
+    if (auto it = model_.rejected.find(name); it != model_.rejected.end()) {
+      for (const auto& p : it->second)
+        outcome.problems.push_back(p.text());
+    }
+  }
+  std::unique_lock lock(mutex_);
+  record_errors(names, full || server);
+  last_apply_ = outcome;
+  return outcome;
+}
+
+DomainOutcome Engine::outcome_of(const std::string& name,
+                                 const apply::ApplyReport& report) const {
+  DomainOutcome o{name, "unchanged", "", ""};
+  if (auto it = model_.domains.find(name); it != model_.domains.end()) {
+    o.route = model::route_name(it->second.route);
+  }
+  if (auto it = model_.rejected.find(name); it != model_.rejected.end()) {
+    std::vector<std::string> texts;
+    for (const auto& p : it->second)
+      texts.push_back(p.text());
+    o.result = "rejected";
+    o.message = fmt::format("{}", fmt::join(texts, "; "));
+    if (it->second.front().keep_live) {
+      o.message += " (the last applied settings stay live)";
+    }
+    return o;
+  }
+  if (!report.ok()) {
+    o.result = "failed";
+    o.message = fmt::format("{}", fmt::join(report.errors, "; "));
+    return o;
+  }
+  auto touches = [&](const std::vector<std::string>& paths) {
+    return std::any_of(paths.begin(), paths.end(), [&](const auto& p) {
+      return domain_of_path(p) == name;
+    });
+  };
+  if (touches(report.written) || touches(report.removed)) {
+    o.result = o.route.empty() ? "removed" : "applied";
+  }
+  return o;
+}
+
+void Engine::record_errors(const std::set<std::string>& names, bool server) {
+  auto now = Clock::now();
+  auto note = [&](const std::string& name, std::optional<std::string> text) {
+    if (!text) {
+      errors_.erase(name);
+    } else if (auto it = errors_.find(name);
+               it == errors_.end() || it->second.first != *text) {
+      errors_[name] = {*text, now};
+    }
+  };
+  std::set<std::string> all = names;
+  if (names.empty() && last_apply_ && last_apply_->full)
+    all.clear();
+  for (const auto& name : all) {
+    auto it = model_.rejected.find(name);
+    if (it == model_.rejected.end()) {
+      note(name, std::nullopt);
+    } else {
+      std::vector<std::string> texts;
+      for (const auto& p : it->second)
+        texts.push_back(p.text());
+      note(name, fmt::format("{}", fmt::join(texts, "; ")));
+    }
+  }
+  if (server) {
+    note("", model_.server_problem
+                 ? std::optional(model_.server_problem->text())
+                 : std::nullopt);
+  }
+}
+
+json Engine::plan() {
+  auto snapshot = panel::read_panel(config_.panel_root, rules_);
+  auto wanted = model::build_relay_model(snapshot);
+  auto report = applier_.plan(wanted);
+  json problems = json::array();
+  for (const auto& p : wanted.problems())
+    problems.push_back(p.text());
+  return {{"would_write", report.written},
+          {"would_remove", report.removed},
+          {"new_generation", report.new_generation},
+          {"check", report.ok() ? "passed" : "failed"},
+          {"errors", report.errors},
+          {"problems", problems}};
+}
+
+json Engine::status() const {
+  std::shared_lock lock(mutex_);
+  auto uptime =
+      std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_);
+  json s = {
+      {"version", HAVENORO_VERSION},
+      {"started", iso_time(started_)},
+      {"uptime_s", uptime.count()},
+      {"domains",
+       {{"relayed", model_.count(model::Route::kRelay)},
+        {"default", model_.count(model::Route::kDefault)},
+        {"suspended", model_.count(model::Route::kSuspended)},
+        {"rejected", model_.rejected.size()}}},
+      {"server_relay",
+       model_.server_relay ? relay_json(*model_.server_relay) : json(nullptr)},
+      {"last_apply", nullptr},
+      {"generation", 0},
+      {"exim", nullptr}};
+  if (last_apply_) {
+    const auto& a = *last_apply_;
+    std::set<std::string> changed;
+    for (const auto& p : a.report.written)
+      changed.insert(domain_of_path(p));
+    for (const auto& p : a.report.removed)
+      changed.insert(domain_of_path(p));
+    changed.erase("");
+    s["generation"] = a.report.generation;
+    s["last_apply"] = {{"at", iso_time(a.started)},
+                       {"took_ms", a.took.count()},
+                       {"full", a.full},
+                       {"result", a.result()},
+                       {"new_generation", a.report.new_generation},
+                       {"written", a.report.written.size()},
+                       {"removed", a.report.removed.size()},
+                       {"changed_domains", changed},
+                       {"errors", a.report.errors}};
+    if (a.report.new_generation) {
+      s["exim"] = {{"reloaded", a.report.reloaded},
+                   {"message", a.report.exim_state},
+                   {"at", iso_time(a.started)}};
+    }
+  }
+  json errors = json::array();
+  for (const auto& [name, e] : errors_) {
+    errors.push_back({{"domain", name},
+                      {"error", e.first},
+                      {"first_seen", iso_time(e.second)}});
+  }
+  s["errors"] = errors;
+  return s;
+}
+
+json Engine::domain_json(const std::string& name) const {
+  json d = {{"domain", name}, {"route", "rejected"}, {"last_error", nullptr}};
+  if (auto it = domains_.find(name); it != domains_.end()) {
+    std::vector<std::string> users;
+    for (const auto& [user, entry] : it->second)
+      users.push_back(user);
+    d["user"] = fmt::format("{}", fmt::join(users, ","));
+  }
+  if (auto it = model_.domains.find(name); it != model_.domains.end()) {
+    const auto& r = it->second;
+    d["route"] = model::route_name(r.route);
+    d["reason"] = r.reason;
+    if (r.relay)
+      d["relay"] = relay_json(*r.relay);
+  }
+  if (auto it = errors_.find(name); it != errors_.end()) {
+    d["last_error"] = {{"error", it->second.first},
+                       {"first_seen", iso_time(it->second.second)}};
+  }
+  return d;
+}
+
+json Engine::domain_list() const {
+  std::shared_lock lock(mutex_);
+  json list = json::array();
+  for (const auto& [name, files] : domains_)
+    list.push_back(domain_json(name));
+  return list;
+}
+
+json Engine::domain(const std::string& name) const {
+  std::shared_lock lock(mutex_);
+  if (!domains_.count(name))
+    return nullptr;
+  return domain_json(name);
+}
+
+}  // namespace havenoro::engine

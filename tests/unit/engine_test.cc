@@ -1,0 +1,246 @@
+// Verifies the engine: incremental applies, what stays live on bad input,
+// and what status shows. Candidates are checked by the real Exim.
+
+#include "havenoro_relay/engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include "test_dir.h"
+
+namespace havenoro::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::read_text;
+using testing::write_text;
+
+const fs::path kSource = HAVENORO_SOURCE_DIR;
+constexpr const char* kPassword = "s3cr^t pass:word";
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    panel_ = tmp_.path() / "panel";
+    out_ = tmp_.path() / "out";
+    std::string conf = read_text(kSource / "exim-templates/exim4.conf.example");
+    for (size_t at = conf.find("/etc/exim4/havenoro-relay");
+         at != std::string::npos; at = conf.find("/etc/exim4/havenoro-relay")) {
+      conf.replace(at, 25, out_.string());
+    }
+    write_text(tmp_.path() / "exim.conf", conf);
+    fs::create_directories(panel_ / "data/users");
+    config_.panel_root = panel_;
+    config_.output_dir = out_;
+    config_.templates_dir = kSource / "exim-templates";
+    config_.exim_config = tmp_.path() / "exim.conf";
+    config_.exim_pid_file = tmp_.path() / "no-exim.pid";
+    config_.allow_private_relays = true;
+    user("alice");
+  }
+
+  void user(const std::string& name, bool suspended = false) {
+    write_text(panel_ / "data/users" / name / "user.json",
+               R"({"user":")" + name + R"(","suspended":)" +
+                   (suspended ? "true" : "false") + "}");
+  }
+
+  fs::path domain_file(const std::string& owner, const std::string& name) {
+    return panel_ / "data/users" / owner / "mail" / (name + ".json");
+  }
+
+  fs::path relay_domain(const std::string& owner, const std::string& name,
+                        int port = 587) {
+    auto file = domain_file(owner, name);
+    write_text(file, R"({"domain":")" + name +
+                         R"(","smtp_relay":{"enabled":true,)"
+                         R"("host":"relay.example.net","port":)" +
+                         std::to_string(port) +
+                         R"(,"username":"u","password":")" + kPassword +
+                         R"("}})");
+    return file;
+  }
+
+  fs::path credential(const std::string& name) {
+    return out_ / "domains" / name / "smtp_relay.conf";
+  }
+
+  testing::TestDir tmp_;
+  fs::path panel_;
+  fs::path out_;
+  config::DaemonConfig config_;
+};
+
+// Verifies that a resync goes live and that a second one writes nothing.
+TEST_F(EngineTest, ResyncThenNoOpWritesNothing) {
+  relay_domain("alice", "a.example");
+  Engine engine(config_);
+  auto first = engine.resync();
+  ASSERT_TRUE(first.report.ok()) << first.report.errors.at(0);
+  EXPECT_TRUE(first.report.new_generation);
+  EXPECT_EQ(first.result(), "applied");
+  EXPECT_TRUE(fs::exists(credential("a.example")));
+
+  auto second = engine.resync();
+  EXPECT_EQ(second.result(), "unchanged");
+  EXPECT_TRUE(second.report.written.empty());
+  EXPECT_FALSE(second.report.new_generation);
+}
+
+// Verifies that one changed file costs one file: nothing else is written,
+// and no new generation is made for data.
+TEST_F(EngineTest, NotedFileAppliesOnlyThatDomain) {
+  for (auto n : {"a.example", "b.example", "c.example"}) {
+    relay_domain("alice", n);
+  }
+  Engine engine(config_);
+  engine.resync();
+  engine.note_path(relay_domain("alice", "b.example", 2525));
+  ASSERT_TRUE(engine.has_pending());
+  auto outcome = engine.apply_pending();
+  EXPECT_EQ(outcome.report.written,
+            std::vector<std::string>{"domains/b.example/smtp_relay.conf"});
+  EXPECT_FALSE(outcome.report.new_generation);
+  ASSERT_EQ(outcome.domains.size(), 1u);
+  EXPECT_EQ(outcome.domains[0].result, "applied");
+  EXPECT_NE(read_text(credential("b.example"))
+                .find("route: "
+                      "relay.example.net:2525"),
+            std::string::npos);
+  EXPECT_FALSE(engine.has_pending());
+}
+
+// Verifies that a domain whose file breaks keeps its live relay, and that
+// status shows the error with when it was first seen.
+TEST_F(EngineTest, BrokenFileKeepsTheLastAppliedRelay) {
+  auto file = relay_domain("alice", "a.example");
+  Engine engine(config_);
+  engine.resync();
+  std::string live = read_text(credential("a.example"));
+
+  write_text(file, R"({"domain":"a.example","smtp_relay":{"enabled":true,)"
+                   R"("host":"x.example","port":0}})");
+  engine.note_path(file);
+  auto outcome = engine.apply_pending();
+  ASSERT_EQ(outcome.domains.size(), 1u);
+  EXPECT_EQ(outcome.domains[0].result, "rejected");
+  EXPECT_NE(outcome.domains[0].message.find("smtp_relay.port"),
+            std::string::npos);
+  EXPECT_EQ(read_text(credential("a.example")), live);
+
+  auto status = engine.status();
+  ASSERT_EQ(status["errors"].size(), 1u);
+  EXPECT_EQ(status["errors"][0]["domain"], "a.example");
+  EXPECT_TRUE(status["errors"][0].contains("first_seen"));
+  auto d = engine.domain("a.example");
+  EXPECT_FALSE(d["last_error"].is_null());
+}
+
+// Verifies that a deleted domain's relay is removed.
+TEST_F(EngineTest, DeletedDomainIsRemoved) {
+  auto file = relay_domain("alice", "a.example");
+  Engine engine(config_);
+  engine.resync();
+  fs::remove(file);
+  engine.note_path(file);
+  auto outcome = engine.apply_pending();
+  EXPECT_FALSE(fs::exists(out_ / "domains/a.example"));
+  ASSERT_EQ(outcome.domains.size(), 1u);
+  EXPECT_EQ(outcome.domains[0].result, "removed");
+  EXPECT_TRUE(engine.domain("a.example").is_null());
+}
+
+// Verifies that suspending a user suspends all of that user's domains.
+TEST_F(EngineTest, SuspendedUserRelaysNothing) {
+  relay_domain("alice", "a.example");
+  relay_domain("alice", "b.example");
+  Engine engine(config_);
+  engine.resync();
+  user("alice", true);
+  engine.note_path(panel_ / "data/users/alice/user.json");
+  auto outcome = engine.apply_pending();
+  EXPECT_EQ(outcome.domains.size(), 2u);
+  EXPECT_FALSE(fs::exists(out_ / "domains/a.example"));
+  EXPECT_TRUE(fs::exists(out_ / "suspended/a.example"));
+  EXPECT_TRUE(fs::exists(out_ / "suspended/b.example"));
+  EXPECT_EQ(engine.domain("a.example")["route"], "suspended");
+}
+
+// Verifies that a domain that a second user claims loses its relay.
+TEST_F(EngineTest, DomainUnderTwoUsersLosesItsRelay) {
+  relay_domain("alice", "a.example");
+  Engine engine(config_);
+  engine.resync();
+  user("bob");
+  engine.note_path(relay_domain("bob", "a.example"));
+  auto outcome = engine.apply_pending();
+  EXPECT_EQ(outcome.domains.at(0).result, "rejected");
+  EXPECT_FALSE(fs::exists(out_ / "domains/a.example"));
+}
+
+// Verifies that reconcile by name finds a domain the daemon never saw.
+TEST_F(EngineTest, NoteDomainFindsANewFile) {
+  Engine engine(config_);
+  engine.resync();
+  relay_domain("alice", "new.example");
+  engine.note_domain("new.example");
+  auto outcome = engine.apply_pending();
+  EXPECT_EQ(outcome.domains.at(0).result, "applied");
+  EXPECT_TRUE(fs::exists(credential("new.example")));
+}
+
+// Verifies that losing most relay domains at once is held back.
+TEST_F(EngineTest, MassRemovalIsHeldBack) {
+  for (int i = 0; i < 12; ++i) {
+    relay_domain("alice", "d" + std::to_string(i) + ".example");
+  }
+  Engine engine(config_);
+  engine.resync();
+  fs::remove_all(panel_ / "data/users/alice/mail");
+  auto outcome = engine.resync();
+  EXPECT_EQ(outcome.result(), "failed");
+  EXPECT_NE(outcome.report.errors.at(0).find("refusing to remove 12 of 12"),
+            std::string::npos);
+  EXPECT_TRUE(fs::exists(credential("d0.example")));
+}
+
+// Verifies that the server-wide relay is applied from conf/mail.json.
+TEST_F(EngineTest, ServerWideRelay) {
+  Engine engine(config_);
+  engine.resync();
+  write_text(panel_ / "conf/mail.json",
+             R"({"smtp_relay":{"enabled":true,"host":"gw.example.net"}})");
+  engine.note_path(panel_ / "conf/mail.json");
+  engine.apply_pending();
+  EXPECT_TRUE(fs::exists(out_ / "default/smtp_relay.conf"));
+  EXPECT_EQ(engine.status()["server_relay"]["host"], "gw.example.net");
+}
+
+// Verifies that no status document holds the password (F10).
+TEST_F(EngineTest, F10_StatusNeverShowsThePassword) {
+  relay_domain("alice", "a.example");
+  auto broken = domain_file("alice", "b.example");
+  write_text(broken, std::string(R"({"domain":"b.example","smtp_relay":)") +
+                         R"({"enabled":true,"host":"a b","password":")" +
+                         kPassword + "\"");
+  Engine engine(config_);
+  engine.resync();
+  std::string all = engine.status().dump() + engine.domain_list().dump() +
+                    engine.domain("a.example").dump() + engine.plan().dump();
+  EXPECT_EQ(all.find("s3cr"), std::string::npos) << all;
+  EXPECT_NE(all.find("password_set"), std::string::npos);
+}
+
+// Verifies that a plan writes nothing and names what would change.
+TEST_F(EngineTest, PlanChangesNothing) {
+  relay_domain("alice", "a.example");
+  Engine engine(config_);
+  auto plan = engine.plan();
+  EXPECT_EQ(plan["check"], "passed");
+  EXPECT_TRUE(plan["new_generation"]);
+  EXPECT_EQ(plan["would_write"][0], "domains/a.example/smtp_relay.conf");
+  EXPECT_FALSE(fs::exists(credential("a.example")));
+  EXPECT_FALSE(fs::exists(out_ / "current"));
+}
+
+}  // namespace
+}  // namespace havenoro::engine
