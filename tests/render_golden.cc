@@ -13,13 +13,14 @@ int main(int argc, char** argv) {
   }
   std::filesystem::path templates = argv[1];
   std::filesystem::path golden = argv[2];
-  havenoro::render::SnippetParams params{"/etc/exim4/havenoro-relay"};
+  havenoro::render::SnippetParams params;
   for (const auto& [name, text] :
        havenoro::render::render_snippets(templates, params)) {
     std::ofstream(golden / name) << text;
   }
   std::ofstream(golden / "generation.conf")
       << havenoro::render::render_generation_conf(
-             templates, "/etc/exim4/havenoro-relay/generations/7", 7);
+             templates, "/etc/exim4/havenoro-relay/generations/7",
+             "/etc/exim4/havenoro-relay", 7);
   return 0;
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
 
 #include "havenoro_relay/apply/exim_reload.h"
 #include "havenoro_relay/apply/output_dir.h"
@@ -164,10 +165,11 @@ void write_generation(OutputDir& out, const config::DaemonConfig& c,
   for (const auto& [name, text] : s) {
     staged.push_back(out.stage(fs::path(dir) / name, text, kFileMode));
   }
-  staged.push_back(out.stage(
-      fs::path(dir) / "generation.conf",
-      render::render_generation_conf(c.templates_dir, c.output_dir / dir, gen),
-      kFileMode));
+  staged.push_back(
+      out.stage(fs::path(dir) / "generation.conf",
+                render::render_generation_conf(
+                    c.templates_dir, c.output_dir / dir, c.output_dir, gen),
+                kFileMode));
   out.commit(staged);
 }
 
@@ -205,6 +207,141 @@ void remove_data(OutputDir& out, const std::vector<std::string>& paths) {
     out.rename(path, old);
     out.remove_all(old);
   }
+}
+
+// At most this many -bt probes per apply, one Exim process each.
+// TODO(#7): probe a bulk change in parallel instead of sampling it.
+constexpr size_t kMaxRouteChecks = 50;
+
+constexpr const char* kCheckDir = ".check";
+
+// The domains whose files an apply changes, from their paths.
+std::set<std::string> changed_names(const Changes& c) {
+  std::set<std::string> names;
+  auto add = [&](const std::string& path) {
+    for (const char* prefix : {"domains/", "suspended/"}) {
+      if (path.starts_with(prefix)) {
+        auto rest = path.substr(std::string_view(prefix).size());
+        names.insert(rest.substr(0, rest.find('/')));
+      }
+    }
+  };
+  for (const auto& [path, text] : c.writes)
+    add(path);
+  for (const auto& path : c.removals)
+    add(path);
+  return names;
+}
+
+candidate::ExpectedRoute expected_route(const model::RelayModel& m,
+                                        const std::string& name) {
+  candidate::ExpectedRoute e{name, "", "", ""};
+  auto it = m.domains.find(name);
+  bool hosted = it != m.domains.end();
+  const panel::RelaySettings* relay = nullptr;
+  if (hosted && it->second.route == model::Route::kRelay) {
+    e.router = "havenoro_relay";
+    relay = &*it->second.relay;
+  } else if ((!hosted || it->second.route == model::Route::kDefault) &&
+             m.server_relay) {
+    e.router = "havenoro_default";
+    relay = &*m.server_relay;
+  }
+  if (relay) {
+    e.transport =
+        relay->implicit_tls() ? "havenoro_relay_smtps" : "havenoro_relay_smtp";
+    e.host_port = render::route_of(*relay);
+  }
+  return e;
+}
+
+// Exim's dsearch fails (and defers the mail) on a directory that does not
+// exist, rather than finding nothing: both lookup directories must exist
+// before any generation that reads them is live, even with no domain.
+void ensure_lookup_dirs(OutputDir& out, const fs::path& base) {
+  for (const char* dir : {"domains", "suspended"}) {
+    if (!out.exists(base / dir))
+      out.make_dir(base / dir);
+  }
+}
+
+// Copies what the probes read into the scratch tree: the changed files,
+// and the live server-wide relay and suspension markers they depend on.
+void stage_check_tree(OutputDir& out, const Changes& changes,
+                      const std::set<std::string>& names) {
+  std::vector<StagedFile> staged;
+  std::set<std::string> touched(changes.removals.begin(),
+                                changes.removals.end());
+  for (const auto& [path, text] : changes.writes) {
+    staged.push_back(out.stage(fs::path(kCheckDir) / path, text, kFileMode));
+    touched.insert(path);
+  }
+  std::vector<std::string> copies = {kDefaultFile};
+  for (const auto& name : names)
+    copies.push_back(suspended_marker(name));
+  for (const auto& path : copies) {
+    if (touched.count(path))
+      continue;
+    if (auto text = out.read(path)) {
+      staged.push_back(out.stage(fs::path(kCheckDir) / path, *text, kFileMode));
+    }
+  }
+  out.commit(staged, false);
+  ensure_lookup_dirs(out, kCheckDir);
+}
+
+std::vector<candidate::ExpectedRelay> expected_relays(
+    const model::RelayModel& m, const Changes& changes, const fs::path& data) {
+  std::vector<candidate::ExpectedRelay> relays;
+  for (const auto& [path, text] : changes.writes) {
+    const panel::RelaySettings* r = nullptr;
+    std::string owner;
+    if (path == kDefaultFile) {
+      r = &*m.server_relay;
+    } else if (path.starts_with("domains/")) {
+      owner = fs::path(path).parent_path().filename().string();
+      r = &*m.domains.at(owner).relay;
+    }
+    if (r) {
+      relays.push_back(
+          {owner, data / path, render::route_of(*r), r->username, r->password});
+    }
+  }
+  return relays;
+}
+
+// Exim's own reading of the changed data, from a scratch copy, before any
+// of it goes live: the lookups return what the panel stored, and every
+// changed domain routes where the model says (field cases F01, F15).
+candidate::CheckResult check_data(OutputDir& out, const config::DaemonConfig& c,
+                                  const fs::path& generation,
+                                  const model::RelayModel& m,
+                                  const Changes& changes) {
+  auto names = changed_names(changes);
+  out.remove_all(kCheckDir);
+  stage_check_tree(out, changes, names);
+  fs::path data = out.root() / kCheckDir;
+  candidate::EximChecker checker(c.exim_binary, c.exim_config);
+  auto result = checker.check_lookups(generation, data,
+                                      expected_relays(m, changes, data));
+  size_t probes = 0;
+  for (auto it = names.begin(); result.ok && it != names.end(); ++it) {
+    if (++probes > kMaxRouteChecks)
+      break;
+    result = checker.check_route(generation, data, expected_route(m, *it));
+  }
+  bool server_changed =
+      std::any_of(changes.writes.begin(), changes.writes.end(),
+                  [](const auto& w) { return w.first == kDefaultFile; }) ||
+      std::count(changes.removals.begin(), changes.removals.end(),
+                 kDefaultFile) > 0;
+  if (result.ok && server_changed) {
+    // A sender domain that no panel can host stands for system mail.
+    result = checker.check_route(generation, data,
+                                 expected_route(m, "havenoro-probe.invalid"));
+  }
+  out.remove_all(kCheckDir);
+  return result;
 }
 
 EximDaemon exim_daemon(const config::DaemonConfig& c) {
@@ -260,14 +397,14 @@ ApplyReport Applier::run(const model::RelayModel& model,
   try {
     snippets = render::render_snippets(
         config_.templates_dir,
-        {config_.output_dir, config_.tls_ca_certificates,
-         config_.allow_private_relays, config_.connect_timeout,
-         config_.command_timeout});
+        {config_.tls_ca_certificates, config_.allow_private_relays,
+         config_.connect_timeout, config_.command_timeout});
   } catch (const render::RenderError& e) {
     report.errors.push_back(e.what());
     return report;
   }
 
+  ensure_lookup_dirs(out, "");
   unsigned long live = live_generation(out);
   report.generation = live;
   std::vector<Wanted> wanted;
@@ -279,33 +416,45 @@ ApplyReport Applier::run(const model::RelayModel& model,
   Changes changes = diff(out, wanted);
   guard_mass_removal(out, scope, changes, report);
   bool snippets_same = snippets_live(out, live, snippets);
-  for (const auto& [path, text] : changes.writes)
+  for (const auto& [path, text] : changes.writes) {
     report.written.push_back(path);
+  }
   report.removed = changes.removals;
   if (changes.empty() && snippets_same)
     return report;
 
   unsigned long candidate = live;
+  auto discard = [&](const std::string& why) {
+    if (candidate != live)
+      out.remove_all(gen_dir(candidate));
+    report.errors.push_back(why);
+    report.written.clear();
+    report.removed.clear();
+    report.new_generation = false;
+    return report;
+  };
   if (!snippets_same) {
     auto gens = generations(out);
     candidate = std::max(live, gens.empty() ? 0UL : gens.back()) + 1;
     write_generation(out, config_, candidate, snippets);
+    report.new_generation = true;
     candidate::EximChecker checker(config_.exim_binary, config_.exim_config);
     auto check = checker.check_syntax(config_.output_dir / gen_dir(candidate));
-    if (!check.ok || dry_run)
-      out.remove_all(gen_dir(candidate));
     if (!check.ok) {
-      report.errors.push_back("exim rejected the candidate: " + check.message);
-      report.written.clear();
-      report.removed.clear();
-      return report;
+      return discard("exim rejected the candidate: " + check.message);
     }
-    report.new_generation = true;
   }
-  // TODO(#4): check changed credential files with exim -be and -bt before
-  // they go live; today their fields are checked by the parser only.
-  if (dry_run)
+  auto data_check = check_data(
+      out, config_, config_.output_dir / gen_dir(candidate), model, changes);
+  if (!data_check.ok) {
+    return discard("exim check of the changed settings failed: " +
+                   data_check.message);
+  }
+  if (dry_run) {
+    if (candidate != live)
+      out.remove_all(gen_dir(candidate));
     return report;
+  }
 
   write_data(out, changes);
   remove_data(out, changes.removals);

@@ -158,10 +158,11 @@ StagedFile OutputDir::stage(const fs::path& rel, const std::string& content,
   return staged;
 }
 
-void OutputDir::commit(const std::vector<StagedFile>& files) {
+void OutputDir::commit(const std::vector<StagedFile>& files, bool durable) {
   if (files.empty())
     return;
-  sync();
+  if (durable)
+    sync();
   for (const auto& f : files) {
     UniqueFd dir = open_dir(f.path.parent_path(), false);
     if (!dir.valid() || ::renameat(dir.get(), f.temp_name.c_str(), dir.get(),
@@ -169,7 +170,8 @@ void OutputDir::commit(const std::vector<StagedFile>& files) {
       throw errno_error("rename into place", (root_ / f.path).string());
     }
   }
-  sync();
+  if (durable)
+    sync();
 }
 
 void OutputDir::discard(const std::vector<StagedFile>& files) noexcept {

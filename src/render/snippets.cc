@@ -38,11 +38,6 @@ std::string seconds(std::chrono::seconds s) {
 SnippetSet render_snippets(const fs::path& templates_dir,
                            const SnippetParams& p) {
   data values;
-  values.set("output_dir", p.output_dir.string());
-  values.set("domains_dir", (p.output_dir / "domains").string());
-  values.set("default_file",
-             (p.output_dir / "default" / "smtp_relay.conf").string());
-  values.set("suspended_dir", (p.output_dir / "suspended").string());
   values.set("ca_certificates", p.ca_certificates);
   // Exim refuses to deliver to a host that resolves to itself unless told;
   // a relay on loopback is only wanted where the admin allows it.
@@ -60,8 +55,10 @@ SnippetSet render_snippets(const fs::path& templates_dir,
 
 std::string render_generation_conf(const fs::path& templates_dir,
                                    const fs::path& generation_dir,
+                                   const fs::path& output_dir,
                                    unsigned long generation) {
   data values;
+  values.set("output_dir", output_dir.string());
   values.set("generation", std::to_string(generation));
   values.set("generation_dir", generation_dir.string());
   return render_file(templates_dir / "generation.conf.mustache", values);

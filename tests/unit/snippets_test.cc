@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "havenoro_relay/candidate/exim_check.h"
+#include "havenoro_relay/render/credential_file.h"
 #include "test_dir.h"
 
 namespace havenoro {
@@ -21,8 +22,7 @@ const fs::path kSource = HAVENORO_SOURCE_DIR;
 const fs::path kTemplates = kSource / "exim-templates";
 
 render::SnippetParams default_params() {
-  return {"/etc/exim4/havenoro-relay", "system", false,
-          std::chrono::seconds(15), std::chrono::seconds(30)};
+  return {"system", false, std::chrono::seconds(15), std::chrono::seconds(30)};
 }
 
 // Verifies that the rendered snippets equal the golden files, so that a
@@ -34,7 +34,8 @@ TEST(Snippets, MatchGoldenFiles) {
     EXPECT_EQ(text, read_text(kSource / "tests/golden" / name)) << name;
   }
   EXPECT_EQ(render::render_generation_conf(
-                kTemplates, "/etc/exim4/havenoro-relay/generations/7", 7),
+                kTemplates, "/etc/exim4/havenoro-relay/generations/7",
+                "/etc/exim4/havenoro-relay", 7),
             read_text(kSource / "tests/golden/generation.conf"));
 }
 
@@ -67,18 +68,19 @@ class CandidateTest : public ::testing::Test {
     std::string example = read_text(kTemplates / "exim4.conf.example");
     replace_all(example, "/etc/exim4/havenoro-relay", out_.string());
     config_ = tmp_.path() / "exim.conf";
-    write_text(config_, example);
+    // A fixed name spares every Exim process a DNS lookup of this host.
+    write_text(config_, "primary_hostname = mail.havenoro.test\n" + example);
   }
 
   fs::path render_generation(const fs::path& templates) {
     auto p = default_params();
-    p.output_dir = out_;
+    p.allow_private_relays = allow_private_;
     fs::path gen = out_ / "generations" / "1";
     for (const auto& [name, text] : render::render_snippets(templates, p)) {
       write_text(gen / name, text);
     }
     write_text(gen / "generation.conf",
-               render::render_generation_conf(templates, gen, 1));
+               render::render_generation_conf(templates, gen, out_, 1));
     return gen;
   }
 
@@ -97,6 +99,7 @@ class CandidateTest : public ::testing::Test {
   testing::TestDir tmp_;
   fs::path out_;
   fs::path config_;
+  bool allow_private_ = false;
 };
 
 // Verifies that Exim accepts the rendered snippets in the example
@@ -131,6 +134,83 @@ TEST_F(CandidateTest, MainConfigWithoutIncludesIsCaught) {
   EXPECT_FALSE(result.ok);
   EXPECT_NE(result.message.find("does not include"), std::string::npos)
       << result.message;
+}
+
+}  // namespace
+}  // namespace havenoro
+
+namespace havenoro {
+namespace {
+
+// A rendered generation plus one domain's credential file, as the apply's
+// scratch copy holds it.
+class DataCheckTest : public CandidateTest {
+ protected:
+  void SetUp() override {
+    CandidateTest::SetUp();
+    allow_private_ = true;  // the relay is on loopback (F12)
+    gen_ = render_generation(kTemplates);
+    relay_.host = "127.0.0.1";
+    relay_.port = 2587;
+    relay_.username = "user@example.com";
+    relay_.password = " p^ss:${run{/bin/true}}\"} ";
+    file_ = out_ / "domains/example.com/smtp_relay.conf";
+    write_text(file_, render::render_credential_file("example.com", relay_));
+  }
+
+  candidate::ExpectedRelay expected() const {
+    return {"example.com", file_, render::route_of(relay_), relay_.username,
+            relay_.password};
+  }
+
+  fs::path gen_;
+  fs::path file_;
+  panel::RelaySettings relay_;
+};
+
+// Verifies that Exim's own lookup returns the stored password byte for
+// byte, and that a mismatch is reported without quoting it (F08, F15).
+TEST_F(DataCheckTest, F15_LookupsReturnWhatThePanelStored) {
+  auto ok = checker().check_lookups(gen_, out_, {expected()});
+  EXPECT_TRUE(ok.ok) << ok.message;
+
+  auto wrong = expected();
+  wrong.password = "other";
+  auto bad = checker().check_lookups(gen_, out_, {wrong});
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("different password"), std::string::npos);
+  EXPECT_EQ(bad.message.find("p^ss"), std::string::npos);
+}
+
+// Verifies the routing probe: the relay router, transport and port for a
+// sender of the domain in any case (F01, F15).
+TEST_F(DataCheckTest, F01_RouteProbeFindsTheRelay) {
+  candidate::ExpectedRoute route{"example.com", "havenoro_relay",
+                                 "havenoro_relay_smtp", "127.0.0.1:2587"};
+  auto ok = checker().check_route(gen_, out_, route);
+  EXPECT_TRUE(ok.ok) << ok.message;
+  route.domain = "EXAMPLE.COM";
+  EXPECT_TRUE(checker().check_route(gen_, out_, route).ok);
+
+  route.host_port = "127.0.0.1:465";
+  auto bad = checker().check_route(gen_, out_, route);
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("port=465"), std::string::npos) << bad.message;
+
+  candidate::ExpectedRoute none{"other.example", "", "", ""};
+  EXPECT_TRUE(checker().check_route(gen_, out_, none).ok);
+}
+
+// Verifies that a loopback relay is refused by the routing probe when
+// private relays are not allowed (F12).
+TEST_F(DataCheckTest, F12_LoopbackRelayFailsTheProbeWhenNotAllowed) {
+  allow_private_ = false;
+  gen_ = render_generation(kTemplates);
+  candidate::ExpectedRoute route{"example.com", "havenoro_relay",
+                                 "havenoro_relay_smtp", "127.0.0.1:2587"};
+  auto bad = checker().check_route(gen_, out_, route);
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("local host"), std::string::npos) << bad.message;
 }
 
 }  // namespace

@@ -49,8 +49,9 @@ class OutputDir {
                    mode_t mode);
 
   /// Makes staged files durable with one sync, renames each into place,
-  /// then syncs again so the renames survive a crash.
-  void commit(const std::vector<StagedFile>& files);
+  /// then syncs again so the renames survive a crash. Files that need not
+  /// survive one (a scratch copy) skip the syncs with `durable` false.
+  void commit(const std::vector<StagedFile>& files, bool durable = true);
 
   /// Removes the staged temporaries of an abandoned write.
   void discard(const std::vector<StagedFile>& files) noexcept;

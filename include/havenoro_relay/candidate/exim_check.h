@@ -13,6 +13,25 @@ struct CheckResult {
   std::string message;
 };
 
+/// One credential file that Exim must read back exactly as the panel
+/// stored it.
+struct ExpectedRelay {
+  std::string owner;  ///< domain name, or "" for the server-wide relay
+  std::filesystem::path file;
+  std::string route;
+  std::string username;
+  std::string password;
+};
+
+/// Where mail from a probe sender of `domain` must be routed. An empty
+/// `router` means "none of havenoro's routers".
+struct ExpectedRoute {
+  std::string domain;
+  std::string router;
+  std::string transport;
+  std::string host_port;  ///< "host:port" as in the credential file
+};
+
 /// Checks a candidate generation with the real Exim before it goes live.
 /// Exim is pointed at the server's own main configuration, with the
 /// HAVENORO_GENERATION macro naming the candidate's directory, so every
@@ -27,9 +46,23 @@ class EximChecker {
   /// includes the havenoro routers, transports and authenticators.
   CheckResult check_syntax(const std::filesystem::path& generation_dir) const;
 
+  /// `exim -be` in one process for all relays: Exim's own lookups of the
+  /// candidate files (below `data_dir`) return exactly what the panel
+  /// stored. The expansions travel on standard input, never in argv.
+  CheckResult check_lookups(const std::filesystem::path& generation_dir,
+                            const std::filesystem::path& data_dir,
+                            const std::vector<ExpectedRelay>& relays) const;
+
+  /// `exim -bt` with a sender of the domain: the router, transport, host
+  /// and port Exim chooses for a remote recipient.
+  CheckResult check_route(const std::filesystem::path& generation_dir,
+                          const std::filesystem::path& data_dir,
+                          const ExpectedRoute& expected) const;
+
  private:
   std::vector<std::string> base_argv(
-      const std::filesystem::path& generation_dir) const;
+      const std::filesystem::path& generation_dir,
+      const std::filesystem::path& data_dir = {}) const;
 
   std::filesystem::path exim_binary_;
   std::filesystem::path exim_config_;

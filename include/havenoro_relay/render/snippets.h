@@ -11,7 +11,6 @@ namespace havenoro::render {
 /// The server-wide choices that shape the generic Exim snippets. Nothing
 /// per domain: relay domains live in lookup files, not in snippets.
 struct SnippetParams {
-  std::filesystem::path output_dir;
   std::string ca_certificates = "system";
   bool allow_private_relays = false;
   std::chrono::seconds connect_timeout{15};
@@ -37,10 +36,11 @@ class RenderError : public std::runtime_error {
 SnippetSet render_snippets(const std::filesystem::path& templates_dir,
                            const SnippetParams& params);
 
-/// Renders generation.conf for the generation kept in `generation_dir`.
-/// Throws RenderError.
+/// Renders generation.conf for the generation kept in `generation_dir`,
+/// whose lookup files are below `output_dir`. Throws RenderError.
 std::string render_generation_conf(const std::filesystem::path& templates_dir,
                                    const std::filesystem::path& generation_dir,
+                                   const std::filesystem::path& output_dir,
                                    unsigned long generation);
 
 }  // namespace havenoro::render
