@@ -60,8 +60,7 @@ void want_domain(const model::RelayModel& m, const std::string& name,
 }
 
 void want_server(const model::RelayModel& m, std::vector<Wanted>& out) {
-  if (m.server_problem)
-    return;
+  if (m.server_problem) return;
   std::optional<std::string> file;
   if (m.server_relay) {
     file = render::render_credential_file("the server", *m.server_relay);
@@ -72,8 +71,7 @@ void want_server(const model::RelayModel& m, std::vector<Wanted>& out) {
 std::set<std::string> names_in_scope(const model::RelayModel& m,
                                      const OutputDir& out,
                                      const ApplyScope& scope) {
-  if (!scope.everything)
-    return scope.domains;
+  if (!scope.everything) return scope.domains;
   std::set<std::string> names;
   for (const auto& [name, d] : m.domains)
     names.insert(name);
@@ -131,16 +129,14 @@ std::string gen_dir(unsigned long g) {
 
 unsigned long live_generation(const OutputDir& out) {
   auto link = out.read_link("current");
-  if (!link || !link->starts_with("generations/"))
-    return 0;
+  if (!link || !link->starts_with("generations/")) return 0;
   return parse_generation(link->substr(12));
 }
 
 std::vector<unsigned long> generations(const OutputDir& out) {
   std::vector<unsigned long> gens;
   for (const auto& name : out.list("generations")) {
-    if (auto g = parse_generation(name))
-      gens.push_back(g);
+    if (auto g = parse_generation(name)) gens.push_back(g);
   }
   std::sort(gens.begin(), gens.end());
   return gens;
@@ -260,8 +256,7 @@ candidate::ExpectedRoute expected_route(const model::RelayModel& m,
 // before any generation that reads them is live, even with no domain.
 void ensure_lookup_dirs(OutputDir& out, const fs::path& base) {
   for (const char* dir : {"domains", "suspended"}) {
-    if (!out.exists(base / dir))
-      out.make_dir(base / dir);
+    if (!out.exists(base / dir)) out.make_dir(base / dir);
   }
 }
 
@@ -280,8 +275,7 @@ void stage_check_tree(OutputDir& out, const Changes& changes,
   for (const auto& name : names)
     copies.push_back(suspended_marker(name));
   for (const auto& path : copies) {
-    if (touched.count(path))
-      continue;
+    if (touched.count(path)) continue;
     if (auto text = out.read(path)) {
       staged.push_back(out.stage(fs::path(kCheckDir) / path, *text, kFileMode));
     }
@@ -326,8 +320,7 @@ candidate::CheckResult check_data(OutputDir& out, const config::DaemonConfig& c,
                                       expected_relays(m, changes, data));
   size_t probes = 0;
   for (auto it = names.begin(); result.ok && it != names.end(); ++it) {
-    if (++probes > kMaxRouteChecks)
-      break;
+    if (++probes > kMaxRouteChecks) break;
     result = checker.check_route(generation, data, expected_route(m, *it));
   }
   bool server_changed =
@@ -346,16 +339,59 @@ candidate::CheckResult check_data(OutputDir& out, const config::DaemonConfig& c,
 
 EximDaemon exim_daemon(const config::DaemonConfig& c) {
   return {
-      c.exim_pid_file, c.exim_main_log, c.exim_probe_address,
-      std::chrono::duration_cast<std::chrono::milliseconds>(c.reload_timeout)};
+      c.exim_pid_file,
+      c.exim_main_log,
+      c.exim_probe_address,
+      std::chrono::duration_cast<std::chrono::milliseconds>(c.reload_timeout),
+      c.exim_reload_command,
+      c.exim_restart_command};
+}
+
+// Makes `target` live and reloads Exim. If Exim does not come back, the
+// previous generation goes live again and Exim is restarted on it: a
+// server is never left without its mail system for a snippet change.
+void go_live(OutputDir& out, const config::DaemonConfig& c,
+             unsigned long target, unsigned long previous,
+             ApplyReport& report) {
+  out.replace_link("current", gen_dir(target));
+  report.generation = target;
+  auto daemon = exim_daemon(c);
+  auto reload = reload_exim(daemon);
+  report.reloaded = reload.signalled && reload.ok;
+  report.exim_state = reload.message;
+  if (reload.ok) return;
+
+  report.errors.push_back("exim did not come back after the reload: " +
+                          reload.message);
+  if (previous != 0) {
+    out.replace_link("current", gen_dir(previous));
+    report.generation = previous;
+  }
+  auto restart = restart_exim(daemon);
+  if (restart.ok) {
+    report.exim_state = fmt::format("{}; back on generation {}",
+                                    restart.message, report.generation);
+  } else {
+    report.exim_state = "exim is down: " + restart.message;
+    report.errors.push_back("exim could not be restarted: " + restart.message);
+  }
+}
+
+constexpr const char* kPinFile = "pinned";
+
+std::optional<unsigned long> pinned_generation(const OutputDir& out) {
+  auto text = out.read(kPinFile);
+  if (!text) return {};
+  auto g = parse_generation(text->substr(0, text->find('\n')));
+  if (g == 0) return {};
+  return g;
 }
 
 void prune(OutputDir& out, unsigned long live, int keep) {
   auto gens = generations(out);
   int excess = static_cast<int>(gens.size()) - keep;
   for (int i = 0; i < excess; ++i) {
-    if (gens[i] != live)
-      out.remove_all(gen_dir(gens[i]));
+    if (gens[i] != live) out.remove_all(gen_dir(gens[i]));
   }
 }
 
@@ -363,11 +399,9 @@ void prune(OutputDir& out, unsigned long live, int keep) {
 // which a panel tree that was not mounted looks like.
 void guard_mass_removal(const OutputDir& out, const ApplyScope& scope,
                         Changes& changes, ApplyReport& report) {
-  if (!scope.everything || scope.confirm_removals)
-    return;
+  if (!scope.everything || scope.confirm_removals) return;
   size_t live = out.list("domains").size();
-  if (live < kMassRemovalFloor || changes.relay_removals * 2 <= live)
-    return;
+  if (live < kMassRemovalFloor || changes.relay_removals * 2 <= live) return;
   report.errors.push_back(fmt::format(
       "refusing to remove {} of {} relay domains at once (is the panel "
       "tree complete?); confirm with a reconcile that confirms removals",
@@ -405,28 +439,35 @@ ApplyReport Applier::run(const model::RelayModel& model,
   }
 
   ensure_lookup_dirs(out, "");
+  if (scope.everything && !dry_run) {
+    for (const char* dir :
+         {"", "default", "suspended", "domains", "generations"}) {
+      out.remove_leftovers(dir);
+    }
+  }
   unsigned long live = live_generation(out);
   report.generation = live;
   std::vector<Wanted> wanted;
   for (const auto& name : names_in_scope(model, out, scope)) {
     want_domain(model, name, wanted);
   }
-  if (scope.everything || scope.server)
-    want_server(model, wanted);
+  if (scope.everything || scope.server) want_server(model, wanted);
   Changes changes = diff(out, wanted);
   guard_mass_removal(out, scope, changes, report);
   bool snippets_same = snippets_live(out, live, snippets);
+  if (!snippets_same && live != 0 && pinned_generation(out) == live) {
+    snippets_same = true;  // a rollback holds the live snippets
+    report.pinned = true;
+  }
   for (const auto& [path, text] : changes.writes) {
     report.written.push_back(path);
   }
   report.removed = changes.removals;
-  if (changes.empty() && snippets_same)
-    return report;
+  if (changes.empty() && snippets_same) return report;
 
   unsigned long candidate = live;
   auto discard = [&](const std::string& why) {
-    if (candidate != live)
-      out.remove_all(gen_dir(candidate));
+    if (candidate != live) out.remove_all(gen_dir(candidate));
     report.errors.push_back(why);
     report.written.clear();
     report.removed.clear();
@@ -451,32 +492,71 @@ ApplyReport Applier::run(const model::RelayModel& model,
                    data_check.message);
   }
   if (dry_run) {
-    if (candidate != live)
-      out.remove_all(gen_dir(candidate));
+    if (candidate != live) out.remove_all(gen_dir(candidate));
     return report;
   }
 
-  write_data(out, changes);
-  remove_data(out, changes.removals);
-  if (candidate == live)
-    return report;
-
-  out.replace_link("current", gen_dir(candidate));
-  report.generation = candidate;
-  auto reload = reload_exim(exim_daemon(config_));
-  report.reloaded = reload.signalled && reload.ok;
-  report.exim_state = reload.message;
-  if (!reload.ok) {
-    // TODO(#4): restart Exim on the previous generation and confirm it.
-    report.errors.push_back("exim did not come back after the reload: " +
-                            reload.message);
-    if (live != 0) {
-      out.replace_link("current", gen_dir(live));
-      report.generation = live;
+  // Snippets first: if Exim does not come back on them, the previous
+  // generation goes back with the data it had, and nothing of this apply
+  // stays live. Both orders briefly pair one side's snippets with the
+  // other side's data; the data format is the same in both.
+  if (candidate != live) {
+    go_live(out, config_, candidate, live, report);
+    prune(out, report.generation, config_.keep_generations);
+    if (!report.ok()) {
+      report.written.clear();
+      report.removed.clear();
+      return report;
     }
   }
-  prune(out, report.generation, config_.keep_generations);
+  write_data(out, changes);
+  remove_data(out, changes.removals);
   return report;
+}
+
+ApplyReport Applier::rollback(std::optional<unsigned long> generation) {
+  ApplyReport report;
+  OutputDir out(config_.output_dir, group_id(config_.exim_group));
+  unsigned long live = live_generation(out);
+  report.generation = live;
+  auto gens = generations(out);
+  unsigned long target = 0;
+  if (generation) {
+    if (std::count(gens.begin(), gens.end(), *generation)) target = *generation;
+  } else {
+    for (auto g : gens) {
+      if (g < live) target = g;
+    }
+  }
+  if (target == 0) {
+    report.errors.push_back(
+        generation ? fmt::format("generation {} is not kept", *generation)
+                   : std::string("no earlier generation is kept"));
+    return report;
+  }
+  candidate::EximChecker checker(config_.exim_binary, config_.exim_config);
+  auto check = checker.check_syntax(config_.output_dir / gen_dir(target));
+  if (!check.ok) {
+    report.errors.push_back(
+        fmt::format("exim rejects generation {}: {}", target, check.message));
+    return report;
+  }
+  out.commit({out.stage(kPinFile, fmt::format("{}\n", target), kFileMode)});
+  report.pinned = true;
+  if (target == live) return report;
+  report.new_generation = true;
+  go_live(out, config_, target, live, report);
+  return report;
+}
+
+void Applier::release_pin() {
+  OutputDir out(config_.output_dir, group_id(config_.exim_group));
+  out.remove_all(kPinFile);
+}
+
+std::vector<unsigned long> Applier::kept_generations() const {
+  OutputDir out(config_.output_dir, group_id(config_.exim_group));
+  return generations(out);
 }
 
 }  // namespace havenoro::apply

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "havenoro_relay/util/fd.h"
+#include "havenoro_relay/util/process.h"
 
 namespace havenoro::apply {
 namespace {
@@ -33,8 +34,7 @@ bool logged_restart(const EximDaemon& d, std::uintmax_t offset, pid_t pid) {
   std::string line;
   std::string needle = fmt::format("daemon started: pid={},", pid);
   while (std::getline(in, line)) {
-    if (line.find(needle) != std::string::npos)
-      return true;
+    if (line.find(needle) != std::string::npos) return true;
   }
   return false;
 }
@@ -43,8 +43,7 @@ bool logged_restart(const EximDaemon& d, std::uintmax_t offset, pid_t pid) {
 bool parse_address(const std::string& text, sockaddr_storage& out,
                    socklen_t& len) {
   auto colon = text.rfind(':');
-  if (colon == std::string::npos)
-    return false;
+  if (colon == std::string::npos) return false;
   std::string host = text.substr(0, colon);
   int port = std::atoi(text.c_str() + colon + 1);
   if (host.size() > 2 && host.front() == '[') {
@@ -70,8 +69,7 @@ bool parse_address(const std::string& text, sockaddr_storage& out,
 bool wait_for(int fd, short events, Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - Clock::now());
-  if (left.count() <= 0)
-    return false;
+  if (left.count() <= 0) return false;
   pollfd p{fd, events, 0};
   return ::poll(&p, 1, static_cast<int>(left.count())) == 1;
 }
@@ -81,10 +79,8 @@ bool wait_for(int fd, short events, Clock::time_point deadline) {
 std::optional<pid_t> running_exim(const EximDaemon& daemon) {
   std::ifstream in(daemon.pid_file);
   long pid = 0;
-  if (!(in >> pid) || pid <= 1)
-    return {};
-  if (::kill(static_cast<pid_t>(pid), 0) != 0)
-    return {};
+  if (!(in >> pid) || pid <= 1) return {};
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return {};
   return static_cast<pid_t>(pid);
 }
 
@@ -92,31 +88,24 @@ bool smtp_answers(const std::string& address,
                   std::chrono::milliseconds timeout) {
   sockaddr_storage addr{};
   socklen_t len = 0;
-  if (!parse_address(address, addr, len))
-    return false;
+  if (!parse_address(address, addr, len)) return false;
   auto deadline = Clock::now() + timeout;
   UniqueFd fd(
       ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd.valid())
-    return false;
+  if (!fd.valid()) return false;
   int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len);
-  if (rc != 0 && errno != EINPROGRESS)
-    return false;
-  if (!wait_for(fd.get(), POLLOUT, deadline))
-    return false;
+  if (rc != 0 && errno != EINPROGRESS) return false;
+  if (!wait_for(fd.get(), POLLOUT, deadline)) return false;
   int err = 0;
   socklen_t err_len = sizeof err;
   ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &err_len);
-  if (err != 0)
-    return false;
+  if (err != 0) return false;
   std::string banner;
   char buf[512];
   while (banner.find('\n') == std::string::npos) {
-    if (!wait_for(fd.get(), POLLIN, deadline))
-      return false;
+    if (!wait_for(fd.get(), POLLIN, deadline)) return false;
     ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n <= 0)
-      return false;
+    if (n <= 0) return false;
     banner.append(buf, n);
   }
   static const char kQuit[] = "QUIT\r\n";
@@ -124,35 +113,70 @@ bool smtp_answers(const std::string& address,
   return banner.starts_with("220");
 }
 
+namespace {
+
+// Waits until the daemon named by the pid file runs, has logged its start
+// after `log_offset`, and answers on its port.
+ReloadResult confirm(const EximDaemon& d, std::uintmax_t log_offset,
+                     const char* what) {
+  auto deadline = Clock::now() + d.timeout;
+  bool check_log = std::filesystem::exists(d.main_log);
+  std::optional<pid_t> pid;
+  bool logged = false;
+  while (Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    pid = running_exim(d);
+    if (!pid) continue;
+    logged = !check_log || logged_restart(d, log_offset, *pid);
+    if (logged &&
+        smtp_answers(d.probe_address, std::chrono::milliseconds(1000))) {
+      return {true, true, fmt::format("exim pid {} {}", *pid, what)};
+    }
+  }
+  std::string why = !pid      ? "no exim process runs"
+                    : !logged ? "no restart in its main log"
+                              : "its port does not answer";
+  return {true, false,
+          fmt::format("exim did not come back within {} ms after the {} "
+                      "({})",
+                      d.timeout.count(), what, why)};
+}
+
+ReloadResult run_command(const EximDaemon& d,
+                         const std::vector<std::string>& argv,
+                         const char* what) {
+  auto offset = size_of(d.main_log);
+  auto run = util::run_process(argv, "", d.timeout);
+  if (run.exit_code != 0) {
+    return {true, false,
+            fmt::format("{} command '{}' failed (status {})", what, argv[0],
+                        run.exit_code)};
+  }
+  return confirm(d, offset,
+                 what == std::string("restart") ? "restarted" : "reloaded");
+}
+
+}  // namespace
+
 ReloadResult reload_exim(const EximDaemon& daemon) {
   auto pid = running_exim(daemon);
-  if (!pid)
-    return {false, true, "exim is not running; nothing to reload"};
-
-  auto log_offset = size_of(daemon.main_log);
-  bool check_log = std::filesystem::exists(daemon.main_log);
+  if (!pid) return {false, true, "exim is not running; nothing to reload"};
+  if (!daemon.reload_command.empty()) {
+    return run_command(daemon, daemon.reload_command, "reload");
+  }
+  auto offset = size_of(daemon.main_log);
   if (::kill(*pid, SIGHUP) != 0) {
     return {false, false, fmt::format("cannot signal exim pid {}", *pid)};
   }
-  auto deadline = Clock::now() + daemon.timeout;
-  bool logged = !check_log;
-  while (Clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (::kill(*pid, 0) != 0) {
-      return {true, false,
-              fmt::format("exim pid {} exited after the reload", *pid)};
-    }
-    logged = logged || logged_restart(daemon, log_offset, *pid);
-    if (logged &&
-        smtp_answers(daemon.probe_address, std::chrono::milliseconds(1000))) {
-      return {true, true, fmt::format("exim pid {} reloaded", *pid)};
-    }
+  // SIGHUP re-executes the daemon under the same pid.
+  return confirm(daemon, offset, "reloaded");
+}
+
+ReloadResult restart_exim(const EximDaemon& daemon) {
+  if (daemon.restart_command.empty()) {
+    return {false, false, "no exim_restart_command is configured"};
   }
-  return {true, false,
-          fmt::format("exim pid {} did not come back within {} ms ({})", *pid,
-                      daemon.timeout.count(),
-                      logged ? "its port does not answer"
-                             : "no restart in its main log")};
+  return run_command(daemon, daemon.restart_command, "restart");
 }
 
 }  // namespace havenoro::apply

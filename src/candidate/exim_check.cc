@@ -12,17 +12,14 @@ namespace {
 // Exim's configuration errors come on stderr after a "LOG: PANIC DIE" line
 // and spread over two indented lines; one line reads better in a status.
 std::string exim_error_text(const util::ProcessResult& r) {
-  if (r.timed_out)
-    return "exim did not finish in time";
+  if (r.timed_out) return "exim did not finish in time";
   std::istringstream in(r.err.empty() ? r.out : r.err);
   std::string line;
   std::string text;
   while (std::getline(in, line)) {
     auto start = line.find_first_not_of(" \t");
-    if (start == std::string::npos || line.starts_with("LOG:"))
-      continue;
-    if (!text.empty())
-      text += " ";
+    if (start == std::string::npos || line.starts_with("LOG:")) continue;
+    if (!text.empty()) text += " ";
     text += line.substr(start);
   }
   return text.empty() ? fmt::format("exim exited with status {}", r.exit_code)
@@ -33,8 +30,7 @@ bool lists(const std::string& out, const std::string& name) {
   std::istringstream in(out);
   std::string line;
   while (std::getline(in, line)) {
-    if (line == name)
-      return true;
+    if (line == name) return true;
   }
   return false;
 }
@@ -62,8 +58,7 @@ CheckResult EximChecker::check_lookups(
     const std::filesystem::path& generation_dir,
     const std::filesystem::path& data_dir,
     const std::vector<ExpectedRelay>& relays) const {
-  if (relays.empty())
-    return {};
+  if (relays.empty()) return {};
   std::string input;
   for (const auto& r : relays) {
     std::string lookup = "lsearch{" + r.file.string() + "}}";
@@ -74,8 +69,7 @@ CheckResult EximChecker::check_lookups(
   auto argv = base_argv(generation_dir, data_dir);
   argv.push_back("-be");
   auto run = util::run_process(argv, input, timeout_);
-  if (run.exit_code != 0)
-    return {false, exim_error_text(run)};
+  if (run.exit_code != 0) return {false, exim_error_text(run)};
 
   // Each result is one line after the "> " prompt; the values hold no
   // line breaks (the parser refuses them).
@@ -83,8 +77,7 @@ CheckResult EximChecker::check_lookups(
   std::istringstream out(run.out);
   std::string line;
   while (std::getline(out, line)) {
-    if (line.starts_with("> "))
-      results.push_back(line.substr(2));
+    if (line.starts_with("> ")) results.push_back(line.substr(2));
   }
   for (size_t i = 0; i < relays.size(); ++i) {
     const auto& r = relays[i];
@@ -153,8 +146,7 @@ CheckResult EximChecker::check_syntax(
   argv.push_back("-bV");
   auto syntax = util::run_process(argv, "", timeout_);
   // -bV may warn on stderr and still succeed: only the status counts.
-  if (syntax.exit_code != 0)
-    return {false, exim_error_text(syntax)};
+  if (syntax.exit_code != 0) return {false, exim_error_text(syntax)};
 
   argv.back() = "-bP";
   for (const char* list :
@@ -162,8 +154,7 @@ CheckResult EximChecker::check_syntax(
     argv.push_back(list);
   }
   auto listed = util::run_process(argv, "", timeout_);
-  if (listed.exit_code != 0)
-    return {false, exim_error_text(listed)};
+  if (listed.exit_code != 0) return {false, exim_error_text(listed)};
   for (const char* name :
        {"havenoro_relay", "havenoro_default", "havenoro_relay_smtp",
         "havenoro_relay_smtps", "havenoro_plain", "havenoro_login"}) {

@@ -17,14 +17,10 @@ using Setter = std::function<void(DaemonConfig&, const json&)>;
 template <class T>
 T as(const json& value, const char* type) {
   bool ok = false;
-  if constexpr (std::is_same_v<T, bool>)
-    ok = value.is_boolean();
-  if constexpr (std::is_same_v<T, std::string>)
-    ok = value.is_string();
-  if constexpr (std::is_same_v<T, int>)
-    ok = value.is_number_integer();
-  if (!ok)
-    throw ConfigError(fmt::format("must be {}", type));
+  if constexpr (std::is_same_v<T, bool>) ok = value.is_boolean();
+  if constexpr (std::is_same_v<T, std::string>) ok = value.is_string();
+  if constexpr (std::is_same_v<T, int>) ok = value.is_number_integer();
+  if (!ok) throw ConfigError(fmt::format("must be {}", type));
   return value.get<T>();
 }
 
@@ -54,6 +50,21 @@ Setter seconds(std::chrono::seconds DaemonConfig::*member, int max = 3600) {
   };
 }
 
+Setter command(std::vector<std::string> DaemonConfig::*member) {
+  return [member](DaemonConfig& c, const json& v) {
+    if (!v.is_array() || v.empty()) {
+      throw ConfigError("must be a list of strings, the program first");
+    }
+    std::vector<std::string> argv;
+    for (const auto& arg : v)
+      argv.push_back(as<std::string>(arg, "a string"));
+    if (argv[0].empty() || argv[0].front() != '/') {
+      throw ConfigError("must start with an absolute program path");
+    }
+    c.*member = std::move(argv);
+  };
+}
+
 const std::map<std::string, Setter>& setters() {
   static const std::map<std::string, Setter> table = {
       {"panel_root", path(&DaemonConfig::panel_root)},
@@ -65,6 +76,8 @@ const std::map<std::string, Setter>& setters() {
       {"exim_main_log", path(&DaemonConfig::exim_main_log)},
       {"exim_probe_address", text(&DaemonConfig::exim_probe_address)},
       {"exim_group", text(&DaemonConfig::exim_group)},
+      {"exim_reload_command", command(&DaemonConfig::exim_reload_command)},
+      {"exim_restart_command", command(&DaemonConfig::exim_restart_command)},
       {"reload_timeout_s", seconds(&DaemonConfig::reload_timeout)},
       {"tls_ca_certificates", text(&DaemonConfig::tls_ca_certificates)},
       {"allow_private_relays",
@@ -88,8 +101,7 @@ const std::map<std::string, Setter>& setters() {
       {"keep_generations",
        [](DaemonConfig& c, const json& v) {
          int n = as<int>(v, "a whole number");
-         if (n < 2 || n > 100)
-           throw ConfigError("must be 2-100");
+         if (n < 2 || n > 100) throw ConfigError("must be 2-100");
          c.keep_generations = n;
        }},
   };
@@ -121,8 +133,7 @@ DaemonConfig parse_daemon_config(const std::string& text,
 
 DaemonConfig load_daemon_config(const std::filesystem::path& file) {
   std::ifstream in(file);
-  if (!in)
-    throw ConfigError("cannot read '" + file.string() + "'");
+  if (!in) throw ConfigError("cannot read '" + file.string() + "'");
   std::stringstream text;
   text << in.rdbuf();
   return parse_daemon_config(text.str(), file.string());

@@ -93,12 +93,9 @@ struct Engine::Reread {
 };
 
 std::string ApplyOutcome::result() const {
-  if (!report.ok())
-    return "failed";
-  if (!problems.empty())
-    return "rejected";
-  if (report.unchanged())
-    return "unchanged";
+  if (!report.ok()) return "failed";
+  if (!problems.empty()) return "rejected";
+  if (report.unchanged()) return "unchanged";
   return "applied";
 }
 
@@ -130,8 +127,7 @@ ApplyOutcome Engine::resync() {
     pending_server_ = pending_full_ = false;
   }
   for (const auto& [name, e] : errors_) {
-    if (!name.empty())
-      names.insert(name);  // errors that may be gone now
+    if (!name.empty()) names.insert(name);  // errors that may be gone now
   }
   return apply_scope(names, true, true);
 }
@@ -141,8 +137,7 @@ void Engine::note_path(const fs::path& path) {
   std::vector<std::string> parts;
   for (const auto& p : rel)
     parts.push_back(p.string());
-  if (parts.empty() || parts[0] == "..")
-    return;
+  if (parts.empty() || parts[0] == "..") return;
   if (parts[0] == "conf") {
     pending_server_ = true;
   } else if (parts[0] != "data") {
@@ -250,8 +245,7 @@ Engine::Reread Engine::reread_pending() {
 }
 
 ApplyOutcome Engine::apply_pending() {
-  if (pending_full_)
-    return resync();
+  if (pending_full_) return resync();
   bool server = pending_server_;
   Reread r = reread_pending();
   {
@@ -271,8 +265,7 @@ ApplyOutcome Engine::apply_pending() {
       } else {
         domains_[stem].erase(user);
         user_domains_[user].erase(stem);
-        if (domains_[stem].empty())
-          domains_.erase(stem);
+        if (domains_[stem].empty()) domains_.erase(stem);
       }
     }
     if (r.server) {
@@ -360,8 +353,7 @@ void Engine::record_errors(const std::set<std::string>& names, bool server) {
     }
   };
   std::set<std::string> all = names;
-  if (names.empty() && last_apply_ && last_apply_->full)
-    all.clear();
+  if (names.empty() && last_apply_ && last_apply_->full) all.clear();
   for (const auto& name : all) {
     auto it = model_.rejected.find(name);
     if (it == model_.rejected.end()) {
@@ -459,8 +451,7 @@ json Engine::domain_json(const std::string& name) const {
     const auto& r = it->second;
     d["route"] = model::route_name(r.route);
     d["reason"] = r.reason;
-    if (r.relay)
-      d["relay"] = relay_json(*r.relay);
+    if (r.relay) d["relay"] = relay_json(*r.relay);
   }
   if (auto it = errors_.find(name); it != errors_.end()) {
     d["last_error"] = {{"error", it->second.first},
@@ -479,8 +470,7 @@ json Engine::domain_list() const {
 
 json Engine::domain(const std::string& name) const {
   std::shared_lock lock(mutex_);
-  if (!domains_.count(name))
-    return nullptr;
+  if (!domains_.count(name)) return nullptr;
   return domain_json(name);
 }
 

@@ -12,8 +12,7 @@ using panel::DomainEntry;
 Problem warning(const std::string& domain, const std::string& user,
                 const std::string& text) {
   auto colon = text.find(": ");
-  if (colon == std::string::npos)
-    return {domain, user, "", text};
+  if (colon == std::string::npos) return {domain, user, "", text};
   return {domain, user, text.substr(0, colon), text.substr(colon + 2)};
 }
 
@@ -76,8 +75,7 @@ std::string Problem::text() const {
 
 std::vector<Problem> RelayModel::problems() const {
   std::vector<Problem> all;
-  if (server_problem)
-    all.push_back(*server_problem);
+  if (server_problem) all.push_back(*server_problem);
   for (const auto& [name, list] : rejected) {
     all.insert(all.end(), list.begin(), list.end());
   }
@@ -104,8 +102,7 @@ void evaluate_domain(RelayModel& model, const std::string& name,
   model.domains.erase(name);
   model.rejected.erase(name);
   model.warnings.erase(name);
-  if (!files || files->empty())
-    return;
+  if (!files || files->empty()) return;
 
   if (files->size() > 1) {
     // Which of the two owners is right cannot be known: neither gets a
@@ -147,8 +144,7 @@ void evaluate_server(
         Problem{"", "", server.error->field, server.error->message};
     return;
   }
-  if (server.value)
-    model.server_relay = *server.value;
+  if (server.value) model.server_relay = *server.value;
   for (const auto& w : server.warnings) {
     model.warnings[""].push_back(warning("", "", w));
   }

@@ -14,8 +14,7 @@ using nlohmann::json;
 // the fault, and the input holds a password.
 std::optional<json> parse_object(std::string_view text) {
   json doc = json::parse(text.begin(), text.end(), nullptr, false);
-  if (doc.is_discarded() || !doc.is_object())
-    return {};
+  if (doc.is_discarded() || !doc.is_object()) return {};
   return doc;
 }
 
@@ -28,20 +27,16 @@ Parsed<T> not_json() {
 std::optional<FieldError> read_flag(const json& obj, const char* key,
                                     bool& out) {
   auto it = obj.find(key);
-  if (it == obj.end())
-    return {};
-  if (!it->is_boolean())
-    return FieldError{key, "must be true or false"};
+  if (it == obj.end()) return {};
+  if (!it->is_boolean()) return FieldError{key, "must be true or false"};
   out = it->get<bool>();
   return {};
 }
 
 std::optional<FieldError> read_dkim(const json& obj, DomainSettings& d) {
   auto it = obj.find("dkim");
-  if (it == obj.end() || it->is_null())
-    return {};
-  if (!it->is_object())
-    return FieldError{"dkim", "must be an object"};
+  if (it == obj.end() || it->is_null()) return {};
+  if (!it->is_object()) return FieldError{"dkim", "must be an object"};
   if (auto e = read_flag(*it, "enabled", d.dkim_enabled)) {
     return FieldError{"dkim.enabled", e->message};
   }
@@ -58,8 +53,7 @@ std::optional<FieldError> read_dkim(const json& obj, DomainSettings& d) {
 }  // namespace
 
 bool is_domain_name(std::string_view name) {
-  if (!is_dns_name(name) || name.back() == '.')
-    return false;
+  if (!is_dns_name(name) || name.back() == '.') return false;
   return std::none_of(name.begin(), name.end(),
                       [](char c) { return c >= 'A' && c <= 'Z'; });
 }
@@ -69,8 +63,7 @@ Parsed<DomainSettings> parse_domain_settings(std::string_view text,
                                              const RelayRules& rules) {
   using P = Parsed<DomainSettings>;
   auto doc = parse_object(text);
-  if (!doc)
-    return not_json<DomainSettings>();
+  if (!doc) return not_json<DomainSettings>();
 
   DomainSettings d;
   auto name = doc->find("domain");
@@ -79,26 +72,24 @@ Parsed<DomainSettings> parse_domain_settings(std::string_view text,
   }
   d.domain = name->get<std::string>();
   if (d.domain != stem) {
-    return P::failure("domain", fmt::format("'{}' does not match the file "
+    return P::failure("domain", fmt::format("{} does not match the file "
                                             "name '{}.json'",
-                                            d.domain, stem));
+                                            quote_value(d.domain), stem));
   }
   if (!is_domain_name(d.domain)) {
-    return P::failure("domain", fmt::format("'{}' is not a lowercase DNS "
+    return P::failure("domain", fmt::format("{} is not a lowercase DNS "
                                             "name",
-                                            d.domain));
+                                            quote_value(d.domain)));
   }
   if (auto e = read_flag(*doc, "suspended", d.suspended)) {
     return P::failure(e->field, e->message);
   }
-  if (auto e = read_dkim(*doc, d))
-    return P::failure(e->field, e->message);
+  if (auto e = read_dkim(*doc, d)) return P::failure(e->field, e->message);
 
   auto relay_it = doc->find("smtp_relay");
   RelayParse relay =
       parse_relay(relay_it == doc->end() ? nullptr : &*relay_it, rules);
-  if (relay.error)
-    return P::failure(relay.error->field, relay.error->message);
+  if (relay.error) return P::failure(relay.error->field, relay.error->message);
   d.relay = std::move(relay.relay);
 
   P out;
@@ -111,8 +102,7 @@ Parsed<UserSettings> parse_user_settings(std::string_view text,
                                          std::string_view dir_name) {
   using P = Parsed<UserSettings>;
   auto doc = parse_object(text);
-  if (!doc)
-    return not_json<UserSettings>();
+  if (!doc) return not_json<UserSettings>();
   UserSettings u;
   auto name = doc->find("user");
   if (name == doc->end() || !name->is_string() ||
@@ -134,12 +124,10 @@ Parsed<std::optional<RelaySettings>> parse_server_settings(
     std::string_view text, const RelayRules& rules) {
   using P = Parsed<std::optional<RelaySettings>>;
   auto doc = parse_object(text);
-  if (!doc)
-    return not_json<std::optional<RelaySettings>>();
+  if (!doc) return not_json<std::optional<RelaySettings>>();
   auto it = doc->find("smtp_relay");
   RelayParse relay = parse_relay(it == doc->end() ? nullptr : &*it, rules);
-  if (relay.error)
-    return P::failure(relay.error->field, relay.error->message);
+  if (relay.error) return P::failure(relay.error->field, relay.error->message);
   P out;
   out.value = std::move(relay.relay);
   out.warnings = std::move(relay.warnings);

@@ -13,12 +13,10 @@ namespace fs = std::filesystem;
 
 std::optional<std::string> read_file(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
-  if (!in)
-    return {};
+  if (!in) return {};
   std::stringstream text;
   text << in.rdbuf();
-  if (in.bad())
-    return {};
+  if (in.bad()) return {};
   return text.str();
 }
 
@@ -39,10 +37,8 @@ std::vector<std::string> list_names(const fs::path& dir, bool want_dirs) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     std::string name = entry.path().filename().string();
-    if (!is_setting_name(name))
-      continue;
-    if (entry.is_directory(ec) == want_dirs)
-      names.push_back(name);
+    if (!is_setting_name(name)) continue;
+    if (entry.is_directory(ec) == want_dirs) names.push_back(name);
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -57,8 +53,7 @@ fs::path users_dir(const fs::path& root) {
 UserEntry read_user(const fs::path& root, const std::string& user) {
   fs::path file = users_dir(root) / user / "user.json";
   auto text = read_file(file);
-  if (!text)
-    return {user, unreadable<UserSettings>(file)};
+  if (!text) return {user, unreadable<UserSettings>(file)};
   return {user, parse_user_settings(*text, user)};
 }
 
@@ -66,8 +61,7 @@ DomainEntry read_domain(const fs::path& root, const std::string& user,
                         const std::string& stem, const RelayRules& rules) {
   fs::path file = users_dir(root) / user / "mail" / (stem + ".json");
   auto text = read_file(file);
-  if (!text)
-    return {user, stem, unreadable<DomainSettings>(file)};
+  if (!text) return {user, stem, unreadable<DomainSettings>(file)};
   return {user, stem, parse_domain_settings(*text, stem, rules)};
 }
 
@@ -81,8 +75,7 @@ Parsed<std::optional<RelaySettings>> read_server(const fs::path& root,
     return none;
   }
   auto text = read_file(file);
-  if (!text)
-    return unreadable<std::optional<RelaySettings>>(file);
+  if (!text) return unreadable<std::optional<RelaySettings>>(file);
   return parse_server_settings(*text, rules);
 }
 
@@ -100,8 +93,7 @@ PanelSnapshot read_panel(const fs::path& root, const RelayRules& rules) {
     snap.users.push_back(read_user(root, user));
     fs::path mail = users_dir(root) / user / "mail";
     for (const auto& name : list_names(mail, false)) {
-      if (name.size() <= 5 || !name.ends_with(".json"))
-        continue;
+      if (name.size() <= 5 || !name.ends_with(".json")) continue;
       std::string stem = name.substr(0, name.size() - 5);
       snap.domains.push_back(read_domain(root, user, stem, rules));
     }

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -31,8 +32,7 @@ bool is_private_ipv6(const in6_addr& a) {
       IN6_IS_ADDR_LINKLOCAL(&a)) {
     return true;
   }
-  if ((a.s6_addr[0] & 0xfe) == 0xfc)
-    return true;  // fc00::/7
+  if ((a.s6_addr[0] & 0xfe) == 0xfc) return true;  // fc00::/7
   if (IN6_IS_ADDR_V4MAPPED(&a)) {
     in_addr v4;
     std::memcpy(&v4, a.s6_addr + 12, 4);
@@ -55,8 +55,7 @@ FieldError field_error(const char* key, std::string message) {
 using Check = std::optional<FieldError>;
 
 Check read_port(const json* v, RelaySettings& r) {
-  if (!v)
-    return {};
+  if (!v) return {};
   if (!v->is_number_integer()) {
     return field_error("port", "must be a whole number");
   }
@@ -69,8 +68,7 @@ Check read_port(const json* v, RelaySettings& r) {
 }
 
 Check read_security(const json* v, RelaySettings& r) {
-  if (!v)
-    return {};
+  if (!v) return {};
   static const std::pair<const char*, Security> kModes[] = {
       {"auto", Security::kAuto},
       {"tls", Security::kTls},
@@ -88,10 +86,8 @@ Check read_security(const json* v, RelaySettings& r) {
 }
 
 Check read_text(const json* v, const char* key, std::string& out) {
-  if (!v || v->is_null())
-    return {};
-  if (!v->is_string())
-    return field_error(key, "must be a string");
+  if (!v || v->is_null()) return {};
+  if (!v->is_string()) return field_error(key, "must be a string");
   auto text = v->get<std::string>();
   if (auto problem = check_secret_text(text)) {
     return field_error(key, *problem);
@@ -101,19 +97,15 @@ Check read_text(const json* v, const char* key, std::string& out) {
 }
 
 Check read_bool(const json* v, const char* key, bool& out) {
-  if (!v)
-    return {};
-  if (!v->is_boolean())
-    return field_error(key, "must be true or false");
+  if (!v) return {};
+  if (!v->is_boolean()) return field_error(key, "must be true or false");
   out = v->get<bool>();
   return {};
 }
 
 Check read_host(const json* v, const RelayRules& rules, RelaySettings& r) {
-  if (!v)
-    return field_error("host", "is missing");
-  if (!v->is_string())
-    return field_error("host", "must be a string");
+  if (!v) return field_error("host", "is missing");
+  if (!v->is_string()) return field_error("host", "must be a string");
   r.host = v->get<std::string>();
   if (auto problem = check_host(r.host, rules)) {
     return field_error("host", *problem);
@@ -131,8 +123,7 @@ Check read_relay(const json& obj, const RelayRules& rules, RelaySettings& r) {
            read_bool(member(obj, "verify_certificate"), "verify_certificate",
                      r.verify_certificate),
        }) {
-    if (check)
-      return check;
+    if (check) return check;
   }
   if (r.username.empty() != r.password.empty()) {
     return field_error(r.username.empty() ? "username" : "password",
@@ -149,11 +140,9 @@ bool is_valid_utf8(std::string_view s) {
                  : (c & 0xf0) == 0xe0 ? 3
                  : (c & 0xf8) == 0xf0 ? 4
                                       : 0;
-    if (len == 0 || i + len > s.size())
-      return false;
+    if (len == 0 || i + len > s.size()) return false;
     for (size_t k = 1; k < len; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80)
-        return false;
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
     }
     i += len;
   }
@@ -168,26 +157,35 @@ bool RelaySettings::implicit_tls() const {
 }
 
 bool is_dns_name(std::string_view name, bool allow_underscore) {
-  if (name.empty() || name.size() > 253)
-    return false;
-  if (name.back() == '.')
-    name.remove_suffix(1);
+  if (name.empty() || name.size() > 253) return false;
+  if (name.back() == '.') name.remove_suffix(1);
   size_t label = 0;
   char prev = '.';
   for (char c : name) {
     if (c == '.') {
-      if (label == 0 || prev == '-')
-        return false;
+      if (label == 0 || prev == '-') return false;
       label = 0;
     } else {
       bool ok = std::isalnum(static_cast<unsigned char>(c)) ||
                 (c == '-' && label > 0) || (c == '_' && allow_underscore);
-      if (!ok || ++label > 63)
-        return false;
+      if (!ok || ++label > 63) return false;
     }
     prev = c;
   }
   return label > 0 && prev != '-';
+}
+
+std::string quote_value(std::string_view value) {
+  std::string out = "'";
+  for (char c : value) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
 }
 
 std::optional<std::string> check_host(std::string_view host,
@@ -198,39 +196,40 @@ std::optional<std::string> check_host(std::string_view host,
   bool is_v4 = inet_pton(AF_INET, h.c_str(), &v4) == 1;
   bool is_v6 = !is_v4 && inet_pton(AF_INET6, h.c_str(), &v6) == 1;
   if (!is_v4 && !is_v6) {
-    if (h.empty())
-      return "is empty";
-    if (h.find_first_of(" \t/\r\n") != std::string::npos) {
+    if (h.empty()) return "is empty";
+    if (std::any_of(h.begin(), h.end(),
+                    [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+      return fmt::format("{} contains a control character", quote_value(h));
+    }
+    if (h.find_first_of(" /") != std::string::npos) {
       return fmt::format(
-          "'{}' is not a host name: it contains a space or "
-          "a slash",
-          h);
+          "{} is not a host name: it contains a space or a "
+          "slash",
+          quote_value(h));
     }
     if (!is_dns_name(h)) {
-      return fmt::format("'{}' is not a DNS name, an IPv4 or an IPv6 address",
-                         h);
+      return fmt::format("{} is not a DNS name, an IPv4 or an IPv6 address",
+                         quote_value(h));
     }
     return {};
   }
   bool priv = is_v4 ? is_private_ipv4(v4) : is_private_ipv6(v6);
   if (priv && !rules.allow_private_addresses) {
     return fmt::format(
-        "'{}' is a loopback or private address, and private "
+        "{} is a loopback or private address, and private "
         "relays are not allowed on this server "
         "(allow_private_relays)",
-        h);
+        quote_value(h));
   }
   return {};
 }
 
 std::optional<std::string> check_secret_text(std::string_view value) {
-  if (value.find('\0') != std::string_view::npos)
-    return "contains a NUL byte";
+  if (value.find('\0') != std::string_view::npos) return "contains a NUL byte";
   if (value.find_first_of("\r\n") != std::string_view::npos) {
     return "contains a line break (CR or LF)";
   }
-  if (!is_valid_utf8(value))
-    return "is not valid UTF-8";
+  if (!is_valid_utf8(value)) return "is not valid UTF-8";
   if (value.size() > kMaxSecretBytes) {
     return fmt::format("is longer than {} bytes", kMaxSecretBytes);
   }
@@ -239,8 +238,7 @@ std::optional<std::string> check_secret_text(std::string_view value) {
 
 RelayParse parse_relay(const json* value, const RelayRules& rules) {
   RelayParse out;
-  if (!value || value->is_null())
-    return out;
+  if (!value || value->is_null()) return out;
   if (!value->is_object()) {
     out.error = FieldError{"smtp_relay", "must be an object"};
     return out;
@@ -250,13 +248,21 @@ RelayParse parse_relay(const json* value, const RelayRules& rules) {
     out.error = e;
     return out;
   }
-  if (!enabled)
-    return out;
+  if (!enabled) return out;
 
   RelaySettings relay;
   if (auto e = read_relay(*value, rules, relay)) {
     out.error = e;
     return out;
+  }
+  for (const auto& [key, value] : {std::pair{"username", &relay.username},
+                                   std::pair{"password", &relay.password}}) {
+    if (value->starts_with("^")) {
+      out.warnings.push_back(fmt::format(
+          "smtp_relay.{}: starts with '^', which AUTH PLAIN cannot carry; "
+          "it is sent with AUTH LOGIN, so the relay must offer LOGIN",
+          key));
+    }
   }
   if (relay.port == 25) {
     out.warnings.push_back(

@@ -15,8 +15,7 @@ using kainjow::mustache::mustache;
 
 std::string render_file(const fs::path& file, const data& values) {
   std::ifstream in(file);
-  if (!in)
-    throw RenderError("cannot read template '" + file.string() + "'");
+  if (!in) throw RenderError("cannot read template '" + file.string() + "'");
   std::stringstream text;
   text << in.rdbuf();
   mustache tmpl(text.str());

@@ -24,8 +24,7 @@ struct Pipe {
 
 Pipe make_pipe() {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0)
-    throw errno_error("pipe", "");
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw errno_error("pipe", "");
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
@@ -59,24 +58,19 @@ bool pump(UniqueFd& in, UniqueFd& out, UniqueFd& err, const std::string& input,
           ProcessResult& result,
           std::chrono::steady_clock::time_point deadline) {
   size_t written = 0;
-  if (input.empty())
-    in = UniqueFd();
+  if (input.empty()) in = UniqueFd();
   std::array<char, 8192> buf;
   while (out.valid() || err.valid()) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0)
-      return false;
+    if (left.count() <= 0) return false;
     pollfd fds[3] = {
         {out.get(), POLLIN, 0}, {err.get(), POLLIN, 0}, {in.get(), POLLOUT, 0}};
     int n = ::poll(fds, 3, static_cast<int>(left.count()));
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0)
-      throw errno_error("poll", "");
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw errno_error("poll", "");
     for (int i = 0; i < 2; ++i) {
-      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
-        continue;
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
       UniqueFd& fd = i == 0 ? out : err;
       ssize_t got = ::read(fd.get(), buf.data(), buf.size());
       if (got > 0) {
@@ -88,12 +82,9 @@ bool pump(UniqueFd& in, UniqueFd& out, UniqueFd& err, const std::string& input,
     if (fds[2].revents & (POLLOUT | POLLERR | POLLHUP)) {
       ssize_t put =
           ::write(in.get(), input.data() + written, input.size() - written);
-      if (put > 0)
-        written += put;
-      if (put < 0 && errno != EINTR)
-        in = UniqueFd();
-      if (written == input.size())
-        in = UniqueFd();
+      if (put > 0) written += put;
+      if (put < 0 && errno != EINTR) in = UniqueFd();
+      if (written == input.size()) in = UniqueFd();
     }
   }
   return true;

@@ -11,7 +11,6 @@ when it refused (a refused AUTH leaves no message behind).
 """
 
 import argparse
-import asyncio
 import base64
 import json
 import os
@@ -95,10 +94,29 @@ class RelaySMTP(SMTP):
         return result
 
 
+def known_account(args, auth_data):
+    """Whether --accounts lists this username and password, byte for byte.
+
+    Without --accounts every pair is accepted. The file is read at each
+    AUTH, so a test can add accounts while the relay runs.
+    """
+    if not args.accounts:
+        return True
+    pair = {"username_b64": b64(auth_data.login),
+            "password_b64": b64(auth_data.password)}
+    try:
+        with open(args.accounts, encoding="utf-8") as f:
+            return any(json.loads(line) == pair for line in f
+                       if line.strip())
+    except FileNotFoundError:
+        return False
+
+
 def make_authenticator(args, lock):
     def authenticate(server, session, envelope, mechanism, auth_data):
         session.havenoro_mechanism = mechanism
-        ok = isinstance(auth_data, LoginPassword) and not args.auth_reply
+        ok = (isinstance(auth_data, LoginPassword) and not args.auth_reply
+              and known_account(args, auth_data))
         if args.events:
             is_pair = isinstance(auth_data, LoginPassword)
             append_record(lock, args.events, {
@@ -107,6 +125,8 @@ def make_authenticator(args, lock):
                 "mechanism": mechanism,
                 "success": ok,
                 "username_b64": b64(auth_data.login) if is_pair else None,
+                "password_b64": b64(auth_data.password) if is_pair
+                else None,
             })
         if args.auth_reply:
             return AuthResult(success=False, handled=False,
@@ -143,6 +163,9 @@ def main():
     p.add_argument("--mail-reply", help="refuse MAIL FROM with this reply")
     p.add_argument("--record", required=True)
     p.add_argument("--events", help="also record each AUTH attempt here")
+    p.add_argument("--accounts",
+                   help="JSON lines of username_b64/password_b64: accept "
+                   "only these, as a real relay does (default: accept any)")
     p.add_argument("--ready-file", required=True)
     args = p.parse_args()
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -26,10 +27,11 @@ struct ApplyScope {
 
 /// What one apply did (or, for a plan, would do).
 struct ApplyReport {
-  unsigned long generation = 0;      ///< live generation afterwards (0: none)
-  bool new_generation = false;       ///< the snippets changed
-  bool reloaded = false;             ///< Exim was signalled and came back
-  std::string exim_state;            ///< what the reload found, when it ran
+  unsigned long generation = 0;  ///< live generation afterwards (0: none)
+  bool new_generation = false;   ///< the snippets changed
+  bool reloaded = false;         ///< Exim was signalled and came back
+  bool pinned = false;     ///< snippet changes held: a rollback is in force
+  std::string exim_state;  ///< what the reload found, when it ran
   std::vector<std::string> written;  ///< files written, relative paths
   std::vector<std::string> removed;  ///< files or directories removed
   std::vector<std::string> errors;   ///< why the apply failed, if it did
@@ -59,6 +61,17 @@ class Applier {
   /// What apply() would write and remove, with the candidate checked by
   /// Exim; nothing live changes.
   ApplyReport plan(const model::RelayModel& model);
+
+  /// Makes a kept generation live again (by default the one before the
+  /// live one), checked by Exim first, and pins it: later applies still
+  /// change per-domain data but no longer snippets, until release_pin().
+  ApplyReport rollback(std::optional<unsigned long> generation);
+
+  /// Lets the next apply render the snippets again after a rollback.
+  void release_pin();
+
+  /// The generations kept on disk, oldest first, and the live one.
+  std::vector<unsigned long> kept_generations() const;
 
  private:
   ApplyReport run(const model::RelayModel& model, const ApplyScope& scope,

@@ -70,6 +70,10 @@ class OutputDir {
   /// Removes a file, or a directory and everything in it. Missing is fine.
   void remove_all(const std::filesystem::path& rel);
 
+  /// Removes what an interrupted apply left in `rel_dir`: temporaries
+  /// (".*.tmp") and scratch directories (".new-*", ".old-*", ".check").
+  void remove_leftovers(const std::filesystem::path& rel_dir);
+
   /// The target of a symlink, or nothing when there is none.
   std::optional<std::string> read_link(const std::filesystem::path& rel) const;
 

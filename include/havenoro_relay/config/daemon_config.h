@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace havenoro::config {
 
@@ -21,6 +22,8 @@ struct DaemonConfig {
   std::string exim_probe_address = "127.0.0.1:25";
   std::string exim_group = "Debian-exim";
   std::chrono::seconds reload_timeout{10};
+  std::vector<std::string> exim_reload_command;   ///< empty: SIGHUP
+  std::vector<std::string> exim_restart_command;  ///< empty: none
   std::string tls_ca_certificates = "system";
   bool allow_private_relays = false;
   std::chrono::seconds connect_timeout{15};

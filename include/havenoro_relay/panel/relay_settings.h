@@ -61,6 +61,11 @@ std::optional<std::string> check_host(std::string_view host,
 /// without NUL, CR or LF. The message never quotes the value.
 std::optional<std::string> check_secret_text(std::string_view value);
 
+/// A value the panel stored, quoted for a one-line message: control
+/// characters are shown as \xNN so that a CR or LF cannot split the line.
+/// Only for values that are not secrets.
+std::string quote_value(std::string_view value);
+
 /// True for a DNS name made of letters, digits and hyphens (and, when
 /// `allow_underscore`, underscores), labels of 1-63, 253 at most.
 bool is_dns_name(std::string_view name, bool allow_underscore = false);
