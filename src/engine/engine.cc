@@ -104,7 +104,8 @@ Engine::Engine(config::DaemonConfig config)
       rules_{config_.allow_private_relays},
       applier_(config_) {}
 
-ApplyOutcome Engine::resync() {
+ApplyOutcome Engine::resync(ResyncOptions options) {
+  if (options.release_pin) applier_.release_pin();
   auto snapshot = panel::read_panel(config_.panel_root, rules_);
   std::set<std::string> names;
   {
@@ -129,7 +130,23 @@ ApplyOutcome Engine::resync() {
   for (const auto& [name, e] : errors_) {
     if (!name.empty()) names.insert(name);  // errors that may be gone now
   }
-  return apply_scope(names, true, true);
+  return apply_scope(names, true, true, options.confirm_removals);
+}
+
+ApplyOutcome Engine::rollback(std::optional<unsigned long> generation) {
+  ApplyOutcome outcome;
+  outcome.started = Clock::now();
+  auto t0 = std::chrono::steady_clock::now();
+  outcome.report = applier_.rollback(generation);
+  outcome.took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - t0);
+  std::unique_lock lock(mutex_);
+  last_apply_ = outcome;
+  return outcome;
+}
+
+std::vector<unsigned long> Engine::generations() const {
+  return applier_.kept_generations();
 }
 
 void Engine::note_path(const fs::path& path) {
@@ -282,14 +299,16 @@ ApplyOutcome Engine::apply_pending() {
 }
 
 ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
-                                 bool server, bool full) {
+                                 bool server, bool full,
+                                 bool confirm_removals) {
   ApplyOutcome outcome;
   outcome.started = Clock::now();
   outcome.full = full;
   auto t0 = std::chrono::steady_clock::now();
-  outcome.report =
-      applier_.apply(model_, full ? apply::ApplyScope::all()
-                                  : apply::ApplyScope::of(names, server));
+  auto scope =
+      full ? apply::ApplyScope::all() : apply::ApplyScope::of(names, server);
+  scope.confirm_removals = confirm_removals;
+  outcome.report = applier_.apply(model_, scope);
   outcome.took = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - t0);
 
@@ -419,6 +438,7 @@ json Engine::status() const {
                        {"full", a.full},
                        {"result", a.result()},
                        {"new_generation", a.report.new_generation},
+                       {"pinned", a.report.pinned},
                        {"written", a.report.written.size()},
                        {"removed", a.report.removed.size()},
                        {"changed_domains", changed},

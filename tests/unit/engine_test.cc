@@ -245,5 +245,47 @@ TEST_F(EngineTest, PlanChangesNothing) {
   EXPECT_FALSE(fs::exists(out_ / "current"));
 }
 
+// Verifies rollback: the previous generation goes live, stays pinned
+// through later applies, and a resync that releases the pin renders anew.
+TEST_F(EngineTest, RollbackPinsThePreviousGeneration) {
+  relay_domain("alice", "a.example");
+  Engine first(config_);
+  first.resync();  // generation 1
+  config_.connect_timeout = std::chrono::seconds(7);
+  Engine engine(config_);
+  ASSERT_EQ(engine.resync().report.generation, 2u);
+
+  auto back = engine.rollback(std::nullopt);
+  ASSERT_TRUE(back.report.ok()) << back.report.errors.at(0);
+  EXPECT_EQ(back.report.generation, 1u);
+  EXPECT_EQ(fs::read_symlink(out_ / "current"), "generations/1");
+
+  engine.note_path(relay_domain("alice", "a.example", 2526));
+  auto pinned = engine.apply_pending();
+  EXPECT_TRUE(pinned.report.pinned);
+  EXPECT_EQ(pinned.report.generation, 1u);
+  EXPECT_NE(read_text(credential("a.example")).find(":2526"),
+            std::string::npos);
+
+  auto released = engine.resync({.release_pin = true});
+  EXPECT_EQ(released.report.generation, 3u);
+  EXPECT_EQ(engine.generations().back(), 3u);
+  EXPECT_FALSE(engine.rollback(99).report.ok());
+}
+
+// Verifies that a confirmed resync removes what a plain one holds back.
+TEST_F(EngineTest, ConfirmedResyncRemovesVanishedDomains) {
+  for (int i = 0; i < 12; ++i) {
+    relay_domain("alice", "d" + std::to_string(i) + ".example");
+  }
+  Engine engine(config_);
+  engine.resync();
+  fs::remove_all(panel_ / "data/users/alice/mail");
+  auto outcome = engine.resync({.confirm_removals = true});
+  EXPECT_TRUE(outcome.report.ok());
+  EXPECT_EQ(outcome.report.removed.size(), 12u);
+  EXPECT_FALSE(fs::exists(out_ / "domains/d0.example"));
+}
+
 }  // namespace
 }  // namespace havenoro::engine

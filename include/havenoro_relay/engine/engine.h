@@ -55,9 +55,26 @@ class Engine {
  public:
   explicit Engine(config::DaemonConfig config);
 
+  /// How a full resync may go further than an ordinary one.
+  struct ResyncOptions {
+    /// Remove relay domains even when most of them vanished at once
+    /// (otherwise held back: a panel tree that is not mounted looks so).
+    bool confirm_removals = false;
+    /// End a rollback's pin: render the snippets again.
+    bool release_pin = false;
+  };
+
   /// Re-reads the whole panel tree and applies it. Throws panel::PanelError
   /// when the tree cannot be read; nothing is changed then.
-  ApplyOutcome resync();
+  ApplyOutcome resync(ResyncOptions options);
+  ApplyOutcome resync() { return resync(ResyncOptions{}); }
+
+  /// Makes a kept generation live again (by default the one before the
+  /// live one) and pins it until a resync with release_pin.
+  ApplyOutcome rollback(std::optional<unsigned long> generation);
+
+  /// The generations kept on disk, oldest first.
+  std::vector<unsigned long> generations() const;
 
   /// Notes that `path` (absolute, below the panel root) was created,
   /// written, renamed or removed. Paths that are not settings are ignored.
@@ -99,7 +116,7 @@ class Engine {
                    Reread& into);
   void locate_domain(const std::string& name, Reread& into);
   ApplyOutcome apply_scope(const std::set<std::string>& names, bool server,
-                           bool full);
+                           bool full, bool confirm_removals = false);
   DomainOutcome outcome_of(const std::string& name,
                            const apply::ApplyReport& report) const;
   void record_errors(const std::set<std::string>& names, bool server);
