@@ -11,6 +11,7 @@
 #include "havenoro_relay/candidate/exim_check.h"
 #include "havenoro_relay/render/credential_file.h"
 #include "havenoro_relay/render/snippets.h"
+#include "havenoro_relay/util/process.h"
 
 namespace havenoro::apply {
 namespace {
@@ -337,6 +338,39 @@ candidate::CheckResult check_data(OutputDir& out, const config::DaemonConfig& c,
   return result;
 }
 
+// Beyond this many changed relays, one queue run for everything is cheaper
+// than one per domain.
+constexpr size_t kMaxDomainQueueRuns = 20;
+
+// Mail deferred while a relay was wrong would wait for the next queue run
+// (30 minutes on Debian) or its retry time (hours): force an attempt now
+// for the senders whose relay just changed (when an Exim daemon runs: that
+// is the Exim this configuration belongs to). -S matches the sender,
+// case-independently; f forces delivery before the retry time.
+void retry_held_mail(const config::DaemonConfig& c, const Changes& changes) {
+  std::set<std::string> senders;
+  bool everything = false;
+  for (const auto& [path, text] : changes.writes) {
+    if (path == kDefaultFile) everything = true;
+    if (path.starts_with("domains/")) {
+      senders.insert(fs::path(path).parent_path().filename().string());
+    }
+  }
+  std::vector<std::string> base = {c.exim_binary.string(), "-C",
+                                   c.exim_config.string()};
+  if (everything || senders.size() > kMaxDomainQueueRuns) {
+    base.push_back("-qf");
+    util::spawn_detached(base);
+    return;
+  }
+  for (const auto& domain : senders) {
+    auto argv = base;
+    argv.push_back("-Sf");
+    argv.push_back("@" + domain);
+    util::spawn_detached(argv);
+  }
+}
+
 EximDaemon exim_daemon(const config::DaemonConfig& c) {
   return {
       c.exim_pid_file,
@@ -511,6 +545,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
   }
   write_data(out, changes);
   remove_data(out, changes.removals);
+  if (running_exim(exim_daemon(config_))) retry_held_mail(config_, changes);
   return report;
 }
 

@@ -120,4 +120,31 @@ ProcessResult run_process(const std::vector<std::string>& argv,
   return result;
 }
 
+void spawn_detached(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv)
+    args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+
+  // Fork twice: the middle child exits at once, so the grandchild belongs
+  // to init and nobody has to reap it.
+  pid_t middle = ::fork();
+  if (middle < 0) throw errno_error("fork", argv.at(0));
+  if (middle == 0) {
+    ::setsid();
+    int null = ::open("/dev/null", O_RDWR);
+    if (null >= 0) {
+      ::dup2(null, 0);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+    }
+    pid_t pid = -1;
+    posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ);
+    ::_exit(0);
+  }
+  int status = 0;
+  while (::waitpid(middle, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
 }  // namespace havenoro::util

@@ -989,6 +989,28 @@ class RelayFixedTest(EndToEnd):
     def setUpClass(cls):
         cls.start_parts()
 
+    def test_F11_held_mail_goes_to_the_fixed_relay_without_a_queue_run(self):
+        """verifies that fixing a domain's relay sends its held mail to the
+        new relay at once: the apply starts a forced run for that sender,
+        nobody has to run the queue by hand."""
+        gone = self.start_relay("relay-gone2")
+        fixed = self.start_relay("relay-fixed2")
+        self.panel.write_user("alice")
+        self.panel.write_server_relay(None)
+        self.panel.write_domain("alice", "held.example", {
+            "smtp_relay": self.settings(gone, "u", "Held-Secret-3Qa")})
+        self.apply_ok()
+        gone.stop()
+        sent = self.send("a@held.example")
+        kind, line = self.exim.wait_delivery(sent.msgid)
+        self.assertEqual(kind, "==", line)
+        self.panel.write_domain("alice", "held.example", {
+            "smtp_relay": self.settings(fixed, "u", "Held-Secret-3Qa")})
+        self.apply_ok()
+        h.wait_until(lambda: self.arrivals(sent), 20,
+                     f"held mail at the fixed relay{self.story(sent)}")
+        self.assertRelayedAs(sent, fixed, "u", "Held-Secret-3Qa")
+
     def test_F11_held_mail_goes_to_the_fixed_relay_at_next_queue_run(self):
         """verifies `exim -q` after the fix delivers to the new relay."""
         gone = self.start_relay("relay-gone")

@@ -23,4 +23,10 @@ ProcessResult run_process(const std::vector<std::string>& argv,
                           const std::string& input,
                           std::chrono::milliseconds timeout);
 
+/// Starts argv[0] with argv in its own session and does not wait for it:
+/// for work that may take long and must not hold up the caller, such as an
+/// Exim queue run. The child is re-parented to init, so no zombie stays.
+/// Throws std::system_error when the process cannot be started.
+void spawn_detached(const std::vector<std::string>& argv);
+
 }  // namespace havenoro::util
