@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -10,6 +11,7 @@
 #include "havenoro_relay/apply/output_dir.h"
 #include "havenoro_relay/candidate/exim_check.h"
 #include "havenoro_relay/render/credential_file.h"
+#include "havenoro_relay/render/dkim_file.h"
 #include "havenoro_relay/render/snippets.h"
 #include "havenoro_relay/util/process.h"
 
@@ -34,6 +36,18 @@ std::string credential_file(const std::string& name) {
 std::string suspended_marker(const std::string& name) {
   return "suspended/" + name;
 }
+std::string dkim_conf(const std::string& name) {
+  return "dkim/" + name + "/dkim.conf";
+}
+std::string dkim_key(const std::string& name) {
+  return "dkim/" + name + "/private.pem";
+}
+
+// Exim finds these per-domain directories with dsearch: a directory is
+// added and removed whole, never seen half-filled.
+bool in_domain_dir(const std::string& path) {
+  return path.starts_with("domains/") || path.starts_with("dkim/");
+}
 
 // A data file as the model wants it: with this content, or absent.
 struct Wanted {
@@ -49,7 +63,13 @@ void want_domain(const model::RelayModel& m, const std::string& name,
   }
   std::optional<std::string> relay;
   std::optional<std::string> marker;
+  std::optional<std::string> selector;
+  std::optional<std::string> key;
   auto it = m.domains.find(name);
+  if (it != m.domains.end() && !it->second.dkim_key.empty()) {
+    selector = render::render_dkim_conf(name, it->second.dkim_selector);
+    key = it->second.dkim_key;
+  }
   if (it != m.domains.end() && it->second.route == model::Route::kRelay) {
     relay = render::render_credential_file(name, *it->second.relay);
   } else if (it != m.domains.end() &&
@@ -58,6 +78,8 @@ void want_domain(const model::RelayModel& m, const std::string& name,
   }
   out.push_back({credential_file(name), relay});
   out.push_back({suspended_marker(name), marker});
+  out.push_back({dkim_conf(name), selector});
+  out.push_back({dkim_key(name), key});
 }
 
 void want_server(const model::RelayModel& m, std::vector<Wanted>& out) {
@@ -74,14 +96,11 @@ std::set<std::string> names_in_scope(const model::RelayModel& m,
                                      const ApplyScope& scope) {
   if (!scope.everything) return scope.domains;
   std::set<std::string> names;
-  for (const auto& [name, d] : m.domains)
-    names.insert(name);
-  for (const auto& [name, p] : m.rejected)
-    names.insert(name);
-  for (const auto& name : out.list("domains"))
-    names.insert(name);
-  for (const auto& name : out.list("suspended"))
-    names.insert(name);
+  for (const auto& [name, d] : m.domains) names.insert(name);
+  for (const auto& [name, p] : m.rejected) names.insert(name);
+  for (const auto& name : out.list("domains")) names.insert(name);
+  for (const auto& name : out.list("suspended")) names.insert(name);
+  for (const auto& name : out.list("dkim")) names.insert(name);
   return names;
 }
 
@@ -98,19 +117,28 @@ struct Changes {
 
 Changes diff(const OutputDir& out, const std::vector<Wanted>& wanted) {
   Changes c;
+  std::set<std::string> wanted_dirs;
   for (const auto& w : wanted) {
-    bool is_credential = w.path.starts_with("domains/");
+    if (w.content && in_domain_dir(w.path)) {
+      wanted_dirs.insert(fs::path(w.path).parent_path().string());
+    }
+  }
+  std::set<std::string> removed;
+  for (const auto& w : wanted) {
     if (w.content) {
       if (!out.matches(w.path, *w.content, kFileMode)) {
         c.writes.emplace_back(w.path, *w.content);
       }
       continue;
     }
-    std::string target =
-        is_credential ? fs::path(w.path).parent_path().string() : w.path;
+    std::string target = in_domain_dir(w.path)
+                             ? fs::path(w.path).parent_path().string()
+                             : w.path;
+    if (wanted_dirs.count(target) || removed.count(target)) continue;
     if (out.exists(target)) {
+      removed.insert(target);
       c.removals.push_back(target);
-      c.relay_removals += is_credential;
+      c.relay_removals += w.path.starts_with("domains/");
     }
   }
   return c;
@@ -175,31 +203,32 @@ void write_generation(OutputDir& out, const config::DaemonConfig& c,
 // finds the directory without its file.
 void write_data(OutputDir& out, const Changes& changes) {
   std::vector<StagedFile> staged;
-  std::vector<std::pair<std::string, std::string>> new_dirs;
+  std::map<std::string, std::string> new_dirs;  // final -> staging name
   for (const auto& [path, text] : changes.writes) {
     fs::path target = path;
     fs::path dir = fs::path(path).parent_path();
-    if (path.starts_with("domains/") && !out.exists(dir)) {
-      std::string temp = "domains/.new-" + dir.filename().string();
-      out.remove_all(temp);
+    if (in_domain_dir(path) && !out.exists(dir)) {
+      std::string temp =
+          (dir.parent_path() / (".new-" + dir.filename().string())).string();
+      if (new_dirs.emplace(dir.string(), temp).second) out.remove_all(temp);
       target = fs::path(temp) / target.filename();
-      new_dirs.emplace_back(temp, dir.string());
     }
     staged.push_back(out.stage(target, text, kFileMode));
   }
   out.commit(staged);
-  for (const auto& [temp, dir] : new_dirs)
-    out.rename(temp, dir);
+  for (const auto& [dir, temp] : new_dirs) out.rename(temp, dir);
 }
 
 void remove_data(OutputDir& out, const std::vector<std::string>& paths) {
   for (const auto& path : paths) {
-    if (!path.starts_with("domains/")) {
+    if (!in_domain_dir(path + "/")) {
       out.remove_all(path);
       continue;
     }
     // Out of dsearch's sight in one rename, then gone.
-    std::string old = "domains/.old-" + fs::path(path).filename().string();
+    fs::path p = path;
+    std::string old =
+        (p.parent_path() / (".old-" + p.filename().string())).string();
     out.remove_all(old);
     out.rename(path, old);
     out.remove_all(old);
@@ -216,17 +245,15 @@ constexpr const char* kCheckDir = ".check";
 std::set<std::string> changed_names(const Changes& c) {
   std::set<std::string> names;
   auto add = [&](const std::string& path) {
-    for (const char* prefix : {"domains/", "suspended/"}) {
+    for (const char* prefix : {"domains/", "suspended/", "dkim/"}) {
       if (path.starts_with(prefix)) {
         auto rest = path.substr(std::string_view(prefix).size());
         names.insert(rest.substr(0, rest.find('/')));
       }
     }
   };
-  for (const auto& [path, text] : c.writes)
-    add(path);
-  for (const auto& path : c.removals)
-    add(path);
+  for (const auto& [path, text] : c.writes) add(path);
+  for (const auto& path : c.removals) add(path);
   return names;
 }
 
@@ -256,7 +283,7 @@ candidate::ExpectedRoute expected_route(const model::RelayModel& m,
 // exist, rather than finding nothing: both lookup directories must exist
 // before any generation that reads them is live, even with no domain.
 void ensure_lookup_dirs(OutputDir& out, const fs::path& base) {
-  for (const char* dir : {"domains", "suspended"}) {
+  for (const char* dir : {"domains", "suspended", "dkim"}) {
     if (!out.exists(base / dir)) out.make_dir(base / dir);
   }
 }
@@ -273,8 +300,7 @@ void stage_check_tree(OutputDir& out, const Changes& changes,
     touched.insert(path);
   }
   std::vector<std::string> copies = {kDefaultFile};
-  for (const auto& name : names)
-    copies.push_back(suspended_marker(name));
+  for (const auto& name : names) copies.push_back(suspended_marker(name));
   for (const auto& path : copies) {
     if (touched.count(path)) continue;
     if (auto text = out.read(path)) {
@@ -475,7 +501,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
   ensure_lookup_dirs(out, "");
   if (scope.everything && !dry_run) {
     for (const char* dir :
-         {"", "default", "suspended", "domains", "generations"}) {
+         {"", "default", "suspended", "domains", "dkim", "generations"}) {
       out.remove_leftovers(dir);
     }
   }

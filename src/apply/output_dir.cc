@@ -218,8 +218,7 @@ void OutputDir::remove_all(const fs::path& rel) {
     if (n != "." && n != "..") names.push_back(n);
   }
   if (d) ::closedir(d);
-  for (const auto& n : names)
-    remove_all(rel / n);
+  for (const auto& n : names) remove_all(rel / n);
   if (::unlinkat(parent.get(), name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
     throw errno_error("remove directory", (root_ / rel).string());
   }
@@ -239,8 +238,7 @@ void OutputDir::remove_leftovers(const fs::path& rel_dir) {
     if (leftover) names.push_back(n);
   }
   ::closedir(d);
-  for (const auto& n : names)
-    remove_all(rel_dir / n);
+  for (const auto& n : names) remove_all(rel_dir / n);
 }
 
 std::optional<std::string> OutputDir::read_link(const fs::path& rel) const {

@@ -56,8 +56,7 @@ Setter command(std::vector<std::string> DaemonConfig::*member) {
       throw ConfigError("must be a list of strings, the program first");
     }
     std::vector<std::string> argv;
-    for (const auto& arg : v)
-      argv.push_back(as<std::string>(arg, "a string"));
+    for (const auto& arg : v) argv.push_back(as<std::string>(arg, "a string"));
     if (argv[0].empty() || argv[0].front() != '/') {
       throw ConfigError("must start with an absolute program path");
     }

@@ -57,12 +57,18 @@ std::string domain_of_path(const std::string& path) {
   return "";
 }
 
-std::optional<std::string> file_stem(const std::string& name) {
-  if (name.empty() || name.front() == '.' || !name.ends_with(".json") ||
-      name.size() <= 5) {
-    return {};
+// The domain a file in a user's mail directory belongs to: its settings
+// (<domain>.json) or its DKIM key (<domain>.dkim.pem).
+std::optional<std::string> file_stem(const std::string& name,
+                                     bool with_keys = false) {
+  if (name.empty() || name.front() == '.') return {};
+  for (std::string_view suffix : {".json", ".dkim.pem"}) {
+    if (suffix == ".dkim.pem" && !with_keys) break;
+    if (name.size() > suffix.size() && name.ends_with(suffix)) {
+      return name.substr(0, name.size() - suffix.size());
+    }
   }
-  return name.substr(0, name.size() - 5);
+  return {};
 }
 
 bool path_exists(const fs::path& p) {
@@ -113,8 +119,7 @@ ApplyOutcome Engine::resync(ResyncOptions options) {
     users_.clear();
     domains_.clear();
     user_domains_.clear();
-    for (auto& u : snapshot.users)
-      users_.emplace(u.user, u);
+    for (auto& u : snapshot.users) users_.emplace(u.user, u);
     for (auto& d : snapshot.domains) {
       names.insert(d.stem);
       user_domains_[d.user].insert(d.stem);
@@ -152,8 +157,7 @@ std::vector<unsigned long> Engine::generations() const {
 void Engine::note_path(const fs::path& path) {
   fs::path rel = path.lexically_relative(config_.panel_root);
   std::vector<std::string> parts;
-  for (const auto& p : rel)
-    parts.push_back(p.string());
+  for (const auto& p : rel) parts.push_back(p.string());
   if (parts.empty() || parts[0] == "..") return;
   if (parts[0] == "conf") {
     pending_server_ = true;
@@ -164,8 +168,7 @@ void Engine::note_path(const fs::path& path) {
   } else if (parts[1] != "users") {
     return;
   } else if (parts.size() == 5 && parts[3] == "mail") {
-    // TODO(#5): <domain>.dkim.pem changes, once DKIM keys are published.
-    if (auto stem = file_stem(parts[4])) {
+    if (auto stem = file_stem(parts[4], true)) {
       pending_files_.emplace(parts[2], *stem);
     }
   } else if (parts.size() <= 4) {
@@ -229,8 +232,7 @@ void Engine::locate_domain(const std::string& name, Reread& into) {
   into.names.insert(name);
   std::set<std::string> owners;
   if (auto it = domains_.find(name); it != domains_.end()) {
-    for (const auto& [user, entry] : it->second)
-      owners.insert(user);
+    for (const auto& [user, entry] : it->second) owners.insert(user);
   }
   // Where the domain lives now may be a user the daemon has not seen own
   // it: look in every user's mail directory, one stat each.
@@ -239,8 +241,7 @@ void Engine::locate_domain(const std::string& name, Reread& into) {
     if (path_exists(users / user / "mail" / (name + ".json")))
       owners.insert(user);
   }
-  for (const auto& user : owners)
-    reread_file(user, name, into);
+  for (const auto& user : owners) reread_file(user, name, into);
 }
 
 Engine::Reread Engine::reread_pending() {
@@ -248,12 +249,9 @@ Engine::Reread Engine::reread_pending() {
   if (pending_server_) {
     r.server = panel::read_server(config_.panel_root, rules_);
   }
-  for (const auto& user : pending_users_)
-    rescan_user(user, r);
-  for (const auto& [user, stem] : pending_files_)
-    reread_file(user, stem, r);
-  for (const auto& name : pending_domains_)
-    locate_domain(name, r);
+  for (const auto& user : pending_users_) rescan_user(user, r);
+  for (const auto& [user, stem] : pending_files_) reread_file(user, stem, r);
+  for (const auto& name : pending_domains_) locate_domain(name, r);
   pending_users_.clear();
   pending_files_.clear();
   pending_domains_.clear();
@@ -318,8 +316,7 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   for (const auto& name : names) {
     outcome.domains.push_back(outcome_of(name, outcome.report));
     if (auto it = model_.rejected.find(name); it != model_.rejected.end()) {
-      for (const auto& p : it->second)
-        outcome.problems.push_back(p.text());
+      for (const auto& p : it->second) outcome.problems.push_back(p.text());
     }
   }
   std::unique_lock lock(mutex_);
@@ -336,8 +333,7 @@ DomainOutcome Engine::outcome_of(const std::string& name,
   }
   if (auto it = model_.rejected.find(name); it != model_.rejected.end()) {
     std::vector<std::string> texts;
-    for (const auto& p : it->second)
-      texts.push_back(p.text());
+    for (const auto& p : it->second) texts.push_back(p.text());
     o.result = "rejected";
     o.message = fmt::format("{}", fmt::join(texts, "; "));
     if (it->second.front().keep_live) {
@@ -379,8 +375,7 @@ void Engine::record_errors(const std::set<std::string>& names, bool server) {
       note(name, std::nullopt);
     } else {
       std::vector<std::string> texts;
-      for (const auto& p : it->second)
-        texts.push_back(p.text());
+      for (const auto& p : it->second) texts.push_back(p.text());
       note(name, fmt::format("{}", fmt::join(texts, "; ")));
     }
   }
@@ -396,8 +391,7 @@ json Engine::plan() {
   auto wanted = model::build_relay_model(snapshot);
   auto report = applier_.plan(wanted);
   json problems = json::array();
-  for (const auto& p : wanted.problems())
-    problems.push_back(p.text());
+  for (const auto& p : wanted.problems()) problems.push_back(p.text());
   return {{"would_write", report.written},
           {"would_remove", report.removed},
           {"new_generation", report.new_generation},
@@ -427,10 +421,8 @@ json Engine::status() const {
   if (last_apply_) {
     const auto& a = *last_apply_;
     std::set<std::string> changed;
-    for (const auto& p : a.report.written)
-      changed.insert(domain_of_path(p));
-    for (const auto& p : a.report.removed)
-      changed.insert(domain_of_path(p));
+    for (const auto& p : a.report.written) changed.insert(domain_of_path(p));
+    for (const auto& p : a.report.removed) changed.insert(domain_of_path(p));
     changed.erase("");
     s["generation"] = a.report.generation;
     s["last_apply"] = {{"at", iso_time(a.started)},
@@ -463,8 +455,7 @@ json Engine::domain_json(const std::string& name) const {
   json d = {{"domain", name}, {"route", "rejected"}, {"last_error", nullptr}};
   if (auto it = domains_.find(name); it != domains_.end()) {
     std::vector<std::string> users;
-    for (const auto& [user, entry] : it->second)
-      users.push_back(user);
+    for (const auto& [user, entry] : it->second) users.push_back(user);
     d["user"] = fmt::format("{}", fmt::join(users, ","));
   }
   if (auto it = model_.domains.find(name); it != model_.domains.end()) {
@@ -472,6 +463,9 @@ json Engine::domain_json(const std::string& name) const {
     d["route"] = model::route_name(r.route);
     d["reason"] = r.reason;
     if (r.relay) d["relay"] = relay_json(*r.relay);
+    d["dkim"] = r.dkim_key.empty()
+                    ? json(nullptr)
+                    : json{{"selector", r.dkim_selector}, {"signing", true}};
   }
   if (auto it = errors_.find(name); it != errors_.end()) {
     d["last_error"] = {{"error", it->second.first},
@@ -483,8 +477,7 @@ json Engine::domain_json(const std::string& name) const {
 json Engine::domain_list() const {
   std::shared_lock lock(mutex_);
   json list = json::array();
-  for (const auto& [name, files] : domains_)
-    list.push_back(domain_json(name));
+  for (const auto& [name, files] : domains_) list.push_back(domain_json(name));
   return list;
 }
 

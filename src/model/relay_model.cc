@@ -18,7 +18,9 @@ Problem warning(const std::string& domain, const std::string& user,
 
 DomainRoute route_for(const panel::DomainSettings& d, const std::string& user,
                       bool user_suspended) {
-  DomainRoute r{d.domain, user, Route::kDefault, {}, ""};
+  DomainRoute r;
+  r.domain = d.domain;
+  r.user = user;
   if (user_suspended) {
     r.route = Route::kSuspended;
     r.reason = fmt::format("user '{}' is suspended", user);
@@ -31,6 +33,10 @@ DomainRoute route_for(const panel::DomainSettings& d, const std::string& user,
     r.reason = "relay of its own";
   } else {
     r.reason = "no relay of its own";
+  }
+  if (d.dkim_enabled && r.route != Route::kSuspended) {
+    r.dkim_selector = d.dkim_selector;
+    r.dkim_key = d.dkim_key;
   }
   return r;
 }
@@ -92,8 +98,7 @@ std::vector<Problem> RelayModel::all_warnings() const {
 
 size_t RelayModel::count(Route route) const {
   size_t n = 0;
-  for (const auto& [name, d] : domains)
-    n += d.route == route;
+  for (const auto& [name, d] : domains) n += d.route == route;
   return n;
 }
 
@@ -108,8 +113,7 @@ void evaluate_domain(RelayModel& model, const std::string& name,
     // Which of the two owners is right cannot be known: neither gets a
     // relay, and the one it had goes too.
     std::vector<std::string> owners;
-    for (const auto& [user, entry] : *files)
-      owners.push_back(user);
+    for (const auto& [user, entry] : *files) owners.push_back(user);
     for (const auto& user : owners) {
       model.rejected[name].push_back(
           {name, user, "domain",
@@ -154,11 +158,9 @@ RelayModel build_relay_model(const panel::PanelSnapshot& snapshot) {
   RelayModel model;
   evaluate_server(model, snapshot.server);
   UserIndex users;
-  for (const auto& u : snapshot.users)
-    users.emplace(u.user, u);
+  for (const auto& u : snapshot.users) users.emplace(u.user, u);
   std::map<std::string, DomainFiles> by_name;
-  for (const auto& d : snapshot.domains)
-    by_name[d.stem].emplace(d.user, d);
+  for (const auto& d : snapshot.domains) by_name[d.stem].emplace(d.user, d);
   for (const auto& [name, files] : by_name) {
     evaluate_domain(model, name, &files, users);
   }

@@ -52,6 +52,26 @@ std::optional<FieldError> read_dkim(const json& obj, DomainSettings& d) {
 
 }  // namespace
 
+std::optional<FieldError> accept_dkim_key(DomainSettings& d,
+                                          std::optional<std::string> pem) {
+  std::string file = d.domain + ".dkim.pem";
+  if (!pem) {
+    return FieldError{"dkim.enabled",
+                      "is true, but " + file + " is missing or unreadable"};
+  }
+  bool looks_like_key = pem->starts_with("-----BEGIN ") &&
+                        pem->find("PRIVATE KEY-----") != std::string::npos;
+  if (!looks_like_key) {
+    return FieldError{"dkim.enabled",
+                      "is true, but " + file + " is not a PEM private key"};
+  }
+  if (d.dkim_selector.empty()) {
+    return FieldError{"dkim.selector", "is missing"};
+  }
+  d.dkim_key = std::move(*pem);
+  return {};
+}
+
 bool is_domain_name(std::string_view name) {
   if (!is_dns_name(name) || name.back() == '.') return false;
   return std::none_of(name.begin(), name.end(),

@@ -62,7 +62,16 @@ DomainEntry read_domain(const fs::path& root, const std::string& user,
   fs::path file = users_dir(root) / user / "mail" / (stem + ".json");
   auto text = read_file(file);
   if (!text) return {user, stem, unreadable<DomainSettings>(file)};
-  return {user, stem, parse_domain_settings(*text, stem, rules)};
+  DomainEntry entry{user, stem, parse_domain_settings(*text, stem, rules)};
+  auto& settings = entry.settings;
+  if (settings.value && settings.value->dkim_enabled) {
+    fs::path key = file.parent_path() / (stem + ".dkim.pem");
+    if (auto e = accept_dkim_key(*settings.value, read_file(key))) {
+      settings.value.reset();
+      settings.error = e;
+    }
+  }
+  return entry;
 }
 
 Parsed<std::optional<RelaySettings>> read_server(const fs::path& root,
@@ -93,6 +102,7 @@ PanelSnapshot read_panel(const fs::path& root, const RelayRules& rules) {
     snap.users.push_back(read_user(root, user));
     fs::path mail = users_dir(root) / user / "mail";
     for (const auto& name : list_names(mail, false)) {
+      // <domain>.dkim.pem files are read with their domain's file.
       if (name.size() <= 5 || !name.ends_with(".json")) continue;
       std::string stem = name.substr(0, name.size() - 5);
       snap.domains.push_back(read_domain(root, user, stem, rules));

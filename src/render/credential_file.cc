@@ -13,8 +13,7 @@ std::string base64_encode(std::string_view bytes) {
   auto at = [&](size_t k) { return static_cast<unsigned char>(bytes[k]); };
   for (; i + 2 < bytes.size(); i += 3) {
     uint32_t n = at(i) << 16 | at(i + 1) << 8 | at(i + 2);
-    for (int shift : {18, 12, 6, 0})
-      out += kAlphabet[(n >> shift) & 63];
+    for (int shift : {18, 12, 6, 0}) out += kAlphabet[(n >> shift) & 63];
   }
   if (size_t rest = bytes.size() - i; rest > 0) {
     uint32_t n = at(i) << 16 | (rest == 2 ? at(i + 1) << 8 : 0);

@@ -37,8 +37,7 @@ pid_t spawn(const std::vector<std::string>& argv, Pipe& in, Pipe& out,
   posix_spawn_file_actions_adddup2(&actions, err.write.get(), 2);
 
   std::vector<char*> args;
-  for (const auto& a : argv)
-    args.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
   pid_t pid = -1;
@@ -122,8 +121,7 @@ ProcessResult run_process(const std::vector<std::string>& argv,
 
 void spawn_detached(const std::vector<std::string>& argv) {
   std::vector<char*> args;
-  for (const auto& a : argv)
-    args.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
   // Fork twice: the middle child exits at once, so the grandchild belongs

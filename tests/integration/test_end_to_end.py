@@ -15,16 +15,20 @@ HAVENORO_RELAYD names the binary (default build/src/daemon/...);
 HAVENORO_KEEP_WORKDIR=1 keeps the temporary directories for a post-mortem.
 """
 
+import base64
 import collections
 import grp
 import os
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import time
 import unittest
 from pathlib import Path
+
+import dkim
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 import harness as h  # noqa: E402
@@ -1177,6 +1181,89 @@ class TimeoutsAndRefusalsTest(EndToEnd):
         kind, line = self.exim.delivery(sent.msgid)
         self.assertEqual(kind, "**", line)
         self.assertIn("Sender rejected by the provider's policy", line)
+
+
+class DkimTest(EndToEnd):
+    """DKIM: relayed mail of a domain with DKIM on carries a signature that
+    verifies with the domain's public key; the key reaches Exim only
+    through the daemon's own copy (0640 root:Debian-exim)."""
+
+    SELECTOR = "mail"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_parts()
+        cls.relay = cls.start_relay("relay-dkim")
+        cls.default = cls.start_relay("relay-default-dkim")
+        key = cls.work / "dkim-key.pem"
+        subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"],
+                       check=True, capture_output=True)
+        pub = subprocess.run(
+            ["openssl", "rsa", "-in", str(key), "-pubout", "-outform",
+             "DER"], check=True, capture_output=True).stdout
+        cls.public_key = base64.b64encode(pub)
+        cls.panel.write_user("alice")
+        cls.panel.write_server_relay(
+            cls.settings(cls.default, "srv", "Srv-Dkim-1"))
+        for domain, own in (("signed.example", True),
+                            ("signed-default.example", False)):
+            settings = {"dkim": {"enabled": True,
+                                 "selector": cls.SELECTOR}}
+            if own:
+                settings["smtp_relay"] = cls.settings(cls.relay, "d",
+                                                      "Dkim-Secret-1")
+            cls.panel.write_domain("alice", domain, settings)
+            pem = cls.panel.domain_file("alice", domain).with_name(
+                f"{domain}.dkim.pem")
+            shutil.copy(key, pem)
+            os.chmod(pem, 0o600)
+        cls.panel.write_domain("alice", "unsigned.example", {
+            "smtp_relay": cls.settings(cls.relay, "d", "Dkim-Secret-1")})
+        cls.apply_ok()
+        for sender in ("a@signed.example", "a@signed-default.example",
+                       "a@unsigned.example"):
+            cls.send(sender)
+        cls.wait_all()
+
+    def dns(self, name, timeout=5):
+        if name == f"{self.SELECTOR}._domainkey.signed.example.".encode() or \
+                name == (f"{self.SELECTOR}._domainkey."
+                         f"signed-default.example.").encode():
+            return b"v=DKIM1; k=rsa; p=" + self.public_key
+        return None
+
+    def message_at(self, sender, relay):
+        record = self.assertArrivedOnlyAt(self.sent[sender], relay)
+        return record["data"].encode("utf-8")
+
+    def test_relayed_mail_is_signed_with_the_domains_key(self):
+        """verifies the DKIM signature of a relayed message."""
+        data = self.message_at("a@signed.example", self.relay)
+        self.assertIn(b"DKIM-Signature:", data)
+        self.assertIn(b"d=signed.example", data)
+        self.assertIn(b"s=mail", data)
+        self.assertTrue(dkim.verify(data, dnsfunc=self.dns),
+                        "signature does not verify")
+
+    def test_mail_through_the_server_wide_relay_is_signed_too(self):
+        """verifies that a domain without a relay of its own is signed with
+        its key when it goes through the server-wide relay."""
+        data = self.message_at("a@signed-default.example", self.default)
+        self.assertIn(b"d=signed-default.example", data)
+        self.assertTrue(dkim.verify(data, dnsfunc=self.dns))
+
+    def test_domain_without_dkim_is_not_signed(self):
+        data = self.message_at("a@unsigned.example", self.relay)
+        self.assertNotIn(b"DKIM-Signature:", data)
+
+    def test_key_copy_is_0640_root_and_exim_group(self):
+        key = self.output_dir / "dkim" / "signed.example" / "private.pem"
+        st = key.stat()
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o640)
+        self.assertEqual(st.st_uid, 0)
+        self.assertEqual(st.st_gid, grp.getgrnam("Debian-exim").gr_gid)
+        self.assertFalse((self.output_dir / "dkim" /
+                          "unsigned.example").exists())
 
 
 class PrivateRelaysTest(EndToEnd):

@@ -26,6 +26,10 @@ struct DomainRoute {
   Route route = Route::kDefault;
   std::optional<panel::RelaySettings> relay;  ///< set for Route::kRelay
   std::string reason;
+  /// Mail through a relay (its own or the server-wide one) is signed with
+  /// this selector and key; empty when DKIM is off or the domain suspended.
+  std::string dkim_selector;
+  std::string dkim_key;
 };
 
 /// A setting that was rejected, or accepted with a warning. Names the

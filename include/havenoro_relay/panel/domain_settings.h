@@ -16,6 +16,7 @@ struct DomainSettings {
   bool suspended = false;
   bool dkim_enabled = false;
   std::string dkim_selector;
+  std::string dkim_key;  ///< PEM private key, read when DKIM is on; secret
   std::optional<RelaySettings> relay;  ///< the domain's own enabled relay
 };
 
@@ -46,6 +47,11 @@ struct UserSettings {
   std::string user;
   bool suspended = false;
 };
+
+/// Checks the text of a `<domain>.dkim.pem` key file and stores it in `d`.
+/// Returns the error naming the `dkim` field, if any; never quotes the key.
+std::optional<FieldError> accept_dkim_key(DomainSettings& d,
+                                          std::optional<std::string> pem);
 
 /// Parses a user file's text; `dir_name` is the user's directory name.
 Parsed<UserSettings> parse_user_settings(std::string_view text,
