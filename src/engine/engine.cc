@@ -108,7 +108,13 @@ std::string ApplyOutcome::result() const {
 Engine::Engine(config::DaemonConfig config)
     : config_(std::move(config)),
       rules_{config_.allow_private_relays},
-      applier_(config_) {}
+      applier_(config_),
+      deliveries_(config_.exim_main_log) {}
+
+size_t Engine::poll_deliveries() {
+  std::unique_lock lock(mutex_);
+  return deliveries_.poll();
+}
 
 ApplyOutcome Engine::resync(ResyncOptions options) {
   if (options.release_pin) applier_.release_pin();
@@ -448,6 +454,9 @@ json Engine::status() const {
                       {"first_seen", iso_time(e.second)}});
   }
   s["errors"] = errors;
+  json warnings = json::array();
+  for (const auto& w : model_.all_warnings()) warnings.push_back(w.text());
+  s["warnings"] = warnings;
   return s;
 }
 
@@ -471,6 +480,20 @@ json Engine::domain_json(const std::string& name) const {
     d["last_error"] = {{"error", it->second.first},
                        {"first_seen", iso_time(it->second.second)}};
   }
+  json warnings = json::array();
+  if (auto it = model_.warnings.find(name); it != model_.warnings.end()) {
+    for (const auto& w : it->second) warnings.push_back(w.text());
+  }
+  d["warnings"] = warnings;
+  auto event = [](const std::optional<status::DeliveryEvent>& e) {
+    if (!e) return json(nullptr);
+    return json{{"time", e->time},       {"message_id", e->message_id},
+                {"outcome", e->outcome}, {"router", e->router},
+                {"host", e->host},       {"response", e->response}};
+  };
+  const auto* seen = deliveries_.find(name);
+  d["last_delivery"] = event(seen ? seen->last_delivery : std::nullopt);
+  d["last_failure"] = event(seen ? seen->last_failure : std::nullopt);
   return d;
 }
 

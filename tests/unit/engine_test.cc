@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "test_dir.h"
 
 namespace havenoro::engine {
@@ -285,6 +287,32 @@ TEST_F(EngineTest, ConfirmedResyncRemovesVanishedDomains) {
   EXPECT_TRUE(outcome.report.ok());
   EXPECT_EQ(outcome.report.removed.size(), 12u);
   EXPECT_FALSE(fs::exists(out_ / "domains/d0.example"));
+}
+
+// Verifies that a port-25 relay is applied with a warning in status, and
+// that Exim's log shows up as the domain's last delivery and failure.
+TEST_F(EngineTest, F14_StatusShowsWarningsAndEximsLastFailure) {
+  relay_domain("alice", "a.example", 25);
+  config_.exim_main_log = tmp_.path() / "mainlog";
+  Engine engine(config_);
+  engine.resync();
+  auto d = engine.domain("a.example");
+  ASSERT_EQ(d["warnings"].size(), 1u);
+  EXPECT_NE(d["warnings"][0].get<std::string>().find("25"), std::string::npos);
+  EXPECT_EQ(engine.status()["warnings"].size(), 1u);
+
+  std::ofstream(config_.exim_main_log)
+      << "2026-12-03 09:02:09 1xZ2hd-00012N-0R <= bob@a.example H=(vm) "
+         "[127.0.0.1] P=esmtp S=416\n"
+         "2026-12-03 09:02:10 1xZ2hd-00012N-0R == x@example.net "
+         "R=havenoro_relay T=havenoro_relay_smtp defer (-42): SMTP error "
+         "from remote mail server after AUTH PLAIN: 535 5.7.8 refused\n";
+  EXPECT_EQ(engine.poll_deliveries(), 2u);
+  d = engine.domain("a.example");
+  EXPECT_EQ(d["last_failure"]["outcome"], "deferred");
+  EXPECT_NE(d["last_failure"]["response"].get<std::string>().find("535"),
+            std::string::npos);
+  EXPECT_TRUE(d["last_delivery"].is_null());
 }
 
 }  // namespace

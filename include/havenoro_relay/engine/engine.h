@@ -15,6 +15,7 @@
 #include "havenoro_relay/config/daemon_config.h"
 #include "havenoro_relay/model/relay_model.h"
 #include "havenoro_relay/panel/panel_reader.h"
+#include "havenoro_relay/status/delivery_log.h"
 
 namespace havenoro::engine {
 
@@ -75,6 +76,11 @@ class Engine {
 
   /// The generations kept on disk, oldest first.
   std::vector<unsigned long> generations() const;
+
+  /// Reads what Exim appended to its main log since the last call, for
+  /// the per-domain last delivery and last failure that domain() shows.
+  /// Cheap; meant to be called every few seconds. Returns lines read.
+  size_t poll_deliveries();
 
   /// Notes that `path` (absolute, below the panel root) was created,
   /// written, renamed or removed. Paths that are not settings are ignored.
@@ -146,6 +152,7 @@ class Engine {
   std::map<std::string, std::pair<std::string, Clock::time_point>> errors_;
 
   std::optional<ApplyOutcome> last_apply_;
+  status::DeliveryLog deliveries_;
 
   // Held exclusively by the applying thread only while it changes the
   // members above; shared by the status readers.

@@ -1,0 +1,145 @@
+#include "havenoro_relay/status/delivery_log.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+
+namespace havenoro::status {
+namespace {
+
+// Arrivals whose outcome is never logged (local deliveries, messages
+// still queued at a restart) are dropped beyond this many.
+constexpr size_t kMaxTracked = 200000;
+
+// Exim's lines: "2026-12-03 09:02:17 1xZ2hd-00012N-0R => rcpt R=... T=..."
+struct Parsed {
+  std::string_view time;
+  std::string_view id;
+  std::string_view flag;
+  std::string_view rest;
+};
+
+std::optional<Parsed> split(std::string_view line) {
+  // date (10) + space + time (8) + space + id (16 or 23) + space + flag
+  if (line.size() < 40 || line[10] != ' ' || line[19] != ' ') return {};
+  auto id_end = line.find(' ', 20);
+  if (id_end == std::string_view::npos || id_end - 20 < 16) return {};
+  auto id = line.substr(20, id_end - 20);
+  if (id.find('-') == std::string_view::npos) return {};
+  auto rest = line.substr(id_end + 1);
+  auto flag_end = rest.find(' ');
+  if (flag_end == std::string_view::npos) return {};
+  return Parsed{line.substr(0, 19), id, rest.substr(0, flag_end),
+                rest.substr(flag_end + 1)};
+}
+
+// The value of " K=value" in a log line; quoted values keep their text.
+std::string field(std::string_view rest, std::string_view key) {
+  std::string needle = " " + std::string(key) + "=";
+  auto at = rest.find(needle);
+  if (at == std::string_view::npos) return {};
+  auto value = rest.substr(at + needle.size());
+  if (!value.empty() && value.front() == '"') {
+    auto end = value.find('"', 1);
+    return std::string(value.substr(
+        1, end == std::string_view::npos ? std::string_view::npos : end - 1));
+  }
+  if (key == "H") {
+    // "H=name [address]" keeps its bracketed address.
+    auto end = value.find(']');
+    if (end != std::string_view::npos)
+      return std::string(value.substr(0, end + 1));
+  }
+  return std::string(value.substr(0, value.find(' ')));
+}
+
+std::string sender_domain(std::string_view rest) {
+  auto sender = rest.substr(0, rest.find(' '));
+  auto at = sender.rfind('@');
+  if (at == std::string_view::npos) return {};
+  std::string domain(sender.substr(at + 1));
+  std::transform(domain.begin(), domain.end(), domain.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  return domain;
+}
+
+// The reason after "defer (...): " or "** rcpt ...: reason".
+std::string failure_text(std::string_view rest) {
+  auto colon = rest.find(": ");
+  return std::string(colon == std::string_view::npos ? rest
+                                                     : rest.substr(colon + 2));
+}
+
+}  // namespace
+
+DeliveryLog::DeliveryLog(std::filesystem::path main_log)
+    : path_(std::move(main_log)) {}
+
+void DeliveryLog::absorb(std::string_view line) {
+  auto p = split(line);
+  if (!p) return;
+  if (p->flag == "<=") {
+    auto domain = sender_domain(p->rest);
+    if (domain.empty()) return;
+    if (senders_.size() >= kMaxTracked) senders_.clear();
+    senders_[std::string(p->id)] = domain;
+    return;
+  }
+  if (p->flag != "=>" && p->flag != "==" && p->flag != "**") return;
+  std::string router = field(p->rest, "R");
+  if (router != "havenoro_relay" && router != "havenoro_default") return;
+  auto sender = senders_.find(std::string(p->id));
+  if (sender == senders_.end()) return;
+
+  DeliveryEvent e{std::string(p->time),
+                  std::string(p->id),
+                  "",
+                  router,
+                  field(p->rest, "H"),
+                  ""};
+  auto& d = domains_[sender->second];
+  if (p->flag == "=>") {
+    e.outcome = "delivered";
+    e.response = field(p->rest, "C");
+    d.last_delivery = std::move(e);
+  } else {
+    e.outcome = p->flag == "==" ? "deferred" : "bounced";
+    e.response = failure_text(p->rest);
+    d.last_failure = std::move(e);
+  }
+}
+
+size_t DeliveryLog::poll() {
+  struct stat st;
+  if (::stat(path_.c_str(), &st) != 0) return 0;
+  if (st.st_ino != inode_ ||
+      static_cast<std::uintmax_t>(st.st_size) < offset_) {
+    inode_ = st.st_ino;  // rotated or new: start over
+    offset_ = 0;
+    partial_.clear();
+  }
+  std::ifstream in(path_, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(offset_));
+  std::string chunk((std::istreambuf_iterator<char>(in)),
+                    std::istreambuf_iterator<char>());
+  offset_ += chunk.size();
+  partial_ += chunk;
+  size_t lines = 0;
+  size_t start = 0;
+  for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos;
+       start = nl + 1) {
+    absorb(std::string_view(partial_).substr(start, nl - start));
+    ++lines;
+  }
+  partial_.erase(0, start);
+  return lines;
+}
+
+const DomainDeliveries* DeliveryLog::find(const std::string& domain) const {
+  auto it = domains_.find(domain);
+  return it == domains_.end() ? nullptr : &it->second;
+}
+
+}  // namespace havenoro::status
