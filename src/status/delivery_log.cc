@@ -13,48 +13,6 @@ namespace {
 // still queued at a restart) are dropped beyond this many.
 constexpr size_t kMaxTracked = 200000;
 
-// Exim's lines: "2026-12-03 09:02:17 1xZ2hd-00012N-0R => rcpt R=... T=..."
-struct Parsed {
-  std::string_view time;
-  std::string_view id;
-  std::string_view flag;
-  std::string_view rest;
-};
-
-std::optional<Parsed> split(std::string_view line) {
-  // date (10) + space + time (8) + space + id (16 or 23) + space + flag
-  if (line.size() < 40 || line[10] != ' ' || line[19] != ' ') return {};
-  auto id_end = line.find(' ', 20);
-  if (id_end == std::string_view::npos || id_end - 20 < 16) return {};
-  auto id = line.substr(20, id_end - 20);
-  if (id.find('-') == std::string_view::npos) return {};
-  auto rest = line.substr(id_end + 1);
-  auto flag_end = rest.find(' ');
-  if (flag_end == std::string_view::npos) return {};
-  return Parsed{line.substr(0, 19), id, rest.substr(0, flag_end),
-                rest.substr(flag_end + 1)};
-}
-
-// The value of " K=value" in a log line; quoted values keep their text.
-std::string field(std::string_view rest, std::string_view key) {
-  std::string needle = " " + std::string(key) + "=";
-  auto at = rest.find(needle);
-  if (at == std::string_view::npos) return {};
-  auto value = rest.substr(at + needle.size());
-  if (!value.empty() && value.front() == '"') {
-    auto end = value.find('"', 1);
-    return std::string(value.substr(
-        1, end == std::string_view::npos ? std::string_view::npos : end - 1));
-  }
-  if (key == "H") {
-    // "H=name [address]" keeps its bracketed address.
-    auto end = value.find(']');
-    if (end != std::string_view::npos)
-      return std::string(value.substr(0, end + 1));
-  }
-  return std::string(value.substr(0, value.find(' ')));
-}
-
 std::string sender_domain(std::string_view rest) {
   auto sender = rest.substr(0, rest.find(' '));
   auto at = sender.rfind('@');
@@ -74,11 +32,44 @@ std::string failure_text(std::string_view rest) {
 
 }  // namespace
 
+std::optional<LogLine> parse_log_line(std::string_view line) {
+  // date (10) + space + time (8) + space + id + space + flag + space
+  if (line.size() < 40 || line[10] != ' ' || line[19] != ' ') return {};
+  auto id_end = line.find(' ', 20);
+  if (id_end == std::string_view::npos || id_end - 20 < 16) return {};
+  auto id = line.substr(20, id_end - 20);
+  if (id.find('-') == std::string_view::npos) return {};
+  auto rest = line.substr(id_end + 1);
+  auto flag_end = rest.find(' ');
+  if (flag_end == std::string_view::npos) return {};
+  return LogLine{line.substr(0, 19), id, rest.substr(0, flag_end),
+                 rest.substr(flag_end + 1)};
+}
+
+std::string log_field(std::string_view rest, std::string_view key) {
+  std::string needle = " " + std::string(key) + "=";
+  auto at = rest.find(needle);
+  if (at == std::string_view::npos) return {};
+  auto value = rest.substr(at + needle.size());
+  if (!value.empty() && value.front() == '"') {
+    auto end = value.find('"', 1);
+    return std::string(value.substr(
+        1, end == std::string_view::npos ? std::string_view::npos : end - 1));
+  }
+  if (key == "H") {
+    auto end = value.find(']');
+    if (end != std::string_view::npos) {
+      return std::string(value.substr(0, end + 1));
+    }
+  }
+  return std::string(value.substr(0, value.find(' ')));
+}
+
 DeliveryLog::DeliveryLog(std::filesystem::path main_log)
     : path_(std::move(main_log)) {}
 
 void DeliveryLog::absorb(std::string_view line) {
-  auto p = split(line);
+  auto p = parse_log_line(line);
   if (!p) return;
   if (p->flag == "<=") {
     auto domain = sender_domain(p->rest);
@@ -88,7 +79,7 @@ void DeliveryLog::absorb(std::string_view line) {
     return;
   }
   if (p->flag != "=>" && p->flag != "==" && p->flag != "**") return;
-  std::string router = field(p->rest, "R");
+  std::string router = log_field(p->rest, "R");
   if (router != "havenoro_relay" && router != "havenoro_default") return;
   auto sender = senders_.find(std::string(p->id));
   if (sender == senders_.end()) return;
@@ -97,12 +88,12 @@ void DeliveryLog::absorb(std::string_view line) {
                   std::string(p->id),
                   "",
                   router,
-                  field(p->rest, "H"),
+                  log_field(p->rest, "H"),
                   ""};
   auto& d = domains_[sender->second];
   if (p->flag == "=>") {
     e.outcome = "delivered";
-    e.response = field(p->rest, "C");
+    e.response = log_field(p->rest, "C");
     d.last_delivery = std::move(e);
   } else {
     e.outcome = p->flag == "==" ? "deferred" : "bounced";

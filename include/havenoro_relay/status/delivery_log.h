@@ -10,6 +10,22 @@
 
 namespace havenoro::status {
 
+/// One line of Exim's main log about a message:
+/// "2026-12-03 09:02:17 1xZ2hd-00012N-0R => rcpt R=... T=...".
+struct LogLine {
+  std::string_view time;  ///< "YYYY-MM-DD HH:MM:SS"
+  std::string_view id;    ///< the message id
+  std::string_view flag;  ///< "<=", "=>", "==", "**", ... or another word
+  std::string_view rest;  ///< what follows the flag
+};
+
+/// Splits a main log line; nothing for lines not about a message.
+std::optional<LogLine> parse_log_line(std::string_view line);
+
+/// The value of ` KEY=value` in a line's rest: a quoted value without its
+/// quotes, `H=` with its bracketed address.
+std::string log_field(std::string_view rest, std::string_view key);
+
 /// One delivery attempt through a havenoro relay, as Exim logged it.
 struct DeliveryEvent {
   std::string time;  ///< Exim's "YYYY-MM-DD HH:MM:SS"
