@@ -1,17 +1,8 @@
 #include "base64.h"
 
-#include <openssl/evp.h>
+#include "havenoro_relay/render/credential_file.h"
 
 namespace havenoro::probe {
-
-std::string base64(std::string_view data) {
-  std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(data.data()),
-                          static_cast<int>(data.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
 
 std::string plain_response(std::string_view username,
                            std::string_view password) {
@@ -19,7 +10,7 @@ std::string plain_response(std::string_view username,
   message.append(username);
   message.push_back('\0');
   message.append(password);
-  return base64(message);
+  return render::base64_encode(message);
 }
 
 }  // namespace havenoro::probe

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "base64.h"
+#include "havenoro_relay/render/credential_file.h"
 #include "probe_hints.h"
 #include "probe_run.h"
 
@@ -69,9 +70,9 @@ IoOutcome ProbeRun::auth_plain(SmtpReply& reply) {
 IoOutcome ProbeRun::auth_login(SmtpReply& reply) {
   IoOutcome io = command("AUTH LOGIN", reply);
   if (!io.ok() || reply.code != 334) return io;
-  io = secret_command(base64(relay_.username), "", reply);
+  io = secret_command(render::base64_encode(relay_.username), "", reply);
   if (!io.ok() || reply.code != 334) return io;
-  return secret_command(base64(relay_.password), "", reply);
+  return secret_command(render::base64_encode(relay_.password), "", reply);
 }
 
 ProbeRun::Outcome ProbeRun::auth_answer(const SmtpReply& reply) {

@@ -3,24 +3,18 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
 
 #include "havenoro_relay/status/delivery_log.h"
+#include "havenoro_relay/status/log_tail.h"
 #include "havenoro_relay/util/process.h"
 
 namespace havenoro::probe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::uintmax_t size_of(const std::filesystem::path& p) {
-  std::error_code ec;
-  auto size = std::filesystem::file_size(p, ec);
-  return ec ? 0 : size;
-}
 
 std::string smtp_dialogue(const std::string& from, const std::string& to) {
   auto now = std::chrono::system_clock::now();
@@ -44,22 +38,13 @@ std::string smtp_dialogue(const std::string& from, const std::string& to) {
       from, to, date, from.substr(from.find('@') + 1));
 }
 
-// Reads the log from `offset` until a line says what became of `id`.
+// Reads the log from `offset` until a line says what became of the id.
 bool follow(TestMessageResult& r, const std::filesystem::path& log,
             std::uintmax_t offset, Clock::time_point deadline) {
-  std::string pending;
+  status::LogTail tail(log, offset);
   while (Clock::now() < deadline) {
-    std::ifstream in(log, std::ios::binary);
-    in.seekg(static_cast<std::streamoff>(offset));
-    std::string chunk((std::istreambuf_iterator<char>(in)),
-                      std::istreambuf_iterator<char>());
-    offset += chunk.size();
-    pending += chunk;
-    size_t start = 0;
-    for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos;
-         start = nl + 1) {
-      auto line = status::parse_log_line(
-          std::string_view(pending).substr(start, nl - start));
+    for (const auto& text : tail.read_lines()) {
+      auto line = status::parse_log_line(text);
       if (!line || line->id != r.message_id) continue;
       const char* outcome = line->flag == "=>"   ? "delivered"
                             : line->flag == "==" ? "deferred"
@@ -69,13 +54,13 @@ bool follow(TestMessageResult& r, const std::filesystem::path& log,
       r.outcome = outcome;
       r.router = status::log_field(line->rest, "R");
       r.host = status::log_field(line->rest, "H");
-      r.response =
-          line->flag == "=>"
-              ? status::log_field(line->rest, "C")
-              : std::string(line->rest.substr(line->rest.find(": ") + 2));
+      auto reason = line->rest.find(": ");
+      r.response = line->flag == "=>" ? status::log_field(line->rest, "C")
+                   : reason == std::string_view::npos
+                       ? std::string(line->rest)
+                       : std::string(line->rest.substr(reason + 2));
       return true;
     }
-    pending.erase(0, start);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
@@ -109,7 +94,7 @@ TestMessageResult send_test_message(const std::string& domain,
   auto deadline = start + o.timeout;
   TestMessageResult r;
   r.sender = "postmaster@" + domain;
-  auto offset = size_of(o.main_log);
+  auto offset = status::LogTail::end_of(o.main_log);
   auto run = util::run_process(
       {o.exim_binary.string(), "-C", o.exim_config.string(), "-bs"},
       smtp_dialogue(r.sender, to), o.timeout);

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "base64.h"
+#include "havenoro_relay/render/credential_file.h"
 
 namespace havenoro::probe {
 
@@ -20,7 +21,7 @@ void Redactor::add_secret(std::string secret) {
 void Redactor::add_credentials(const std::string& username,
                                const std::string& password) {
   add_secret(plain_response(username, password));
-  add_secret(base64(password));
+  add_secret(render::base64_encode(password));
   add_secret(password);
 }
 

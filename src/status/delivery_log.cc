@@ -1,10 +1,7 @@
 #include "havenoro_relay/status/delivery_log.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cctype>
-#include <fstream>
 
 namespace havenoro::status {
 namespace {
@@ -66,7 +63,7 @@ std::string log_field(std::string_view rest, std::string_view key) {
 }
 
 DeliveryLog::DeliveryLog(std::filesystem::path main_log)
-    : path_(std::move(main_log)) {}
+    : tail_(std::move(main_log)) {}
 
 void DeliveryLog::absorb(std::string_view line) {
   auto p = parse_log_line(line);
@@ -103,29 +100,9 @@ void DeliveryLog::absorb(std::string_view line) {
 }
 
 size_t DeliveryLog::poll() {
-  struct stat st;
-  if (::stat(path_.c_str(), &st) != 0) return 0;
-  if (st.st_ino != inode_ ||
-      static_cast<std::uintmax_t>(st.st_size) < offset_) {
-    inode_ = st.st_ino;  // rotated or new: start over
-    offset_ = 0;
-    partial_.clear();
-  }
-  std::ifstream in(path_, std::ios::binary);
-  in.seekg(static_cast<std::streamoff>(offset_));
-  std::string chunk((std::istreambuf_iterator<char>(in)),
-                    std::istreambuf_iterator<char>());
-  offset_ += chunk.size();
-  partial_ += chunk;
-  size_t lines = 0;
-  size_t start = 0;
-  for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos;
-       start = nl + 1) {
-    absorb(std::string_view(partial_).substr(start, nl - start));
-    ++lines;
-  }
-  partial_.erase(0, start);
-  return lines;
+  auto lines = tail_.read_lines();
+  for (const auto& line : lines) absorb(line);
+  return lines.size();
 }
 
 const DomainDeliveries* DeliveryLog::find(const std::string& domain) const {

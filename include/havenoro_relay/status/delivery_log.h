@@ -8,6 +8,8 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "havenoro_relay/status/log_tail.h"
+
 namespace havenoro::status {
 
 /// One line of Exim's main log about a message:
@@ -63,10 +65,7 @@ class DeliveryLog {
   const DomainDeliveries* find(const std::string& domain) const;
 
  private:
-  std::filesystem::path path_;
-  std::uintmax_t inode_ = 0;
-  std::uintmax_t offset_ = 0;
-  std::string partial_;  ///< a line not yet ended by a newline
+  LogTail tail_;
   // Message id -> sender domain, from the "<=" arrival lines.
   std::unordered_map<std::string, std::string> senders_;
   std::map<std::string, DomainDeliveries> domains_;
