@@ -126,9 +126,14 @@ Changes diff(const OutputDir& out, const std::vector<Wanted>& wanted) {
   std::set<std::string> removed;
   for (const auto& w : wanted) {
     if (w.content) {
-      if (!out.matches(w.path, *w.content, kFileMode)) {
-        c.writes.emplace_back(w.path, *w.content);
+      bool same = false;
+      try {
+        same = out.matches(w.path, *w.content, kFileMode);
+      } catch (const std::system_error&) {
+        // A path that cannot be opened (a planted symlink) is written,
+        // which reports it; the others go on.
       }
+      if (!same) c.writes.emplace_back(w.path, *w.content);
       continue;
     }
     std::string target = in_domain_dir(w.path)
@@ -181,45 +186,58 @@ bool snippets_live(const OutputDir& out, unsigned long gen,
   });
 }
 
+// A generation is filled under a dot-name and renamed into place whole, so
+// that a generation directory never lacks a file, even after a crash.
 void write_generation(OutputDir& out, const config::DaemonConfig& c,
                       unsigned long gen, const render::SnippetSet& s) {
   std::string dir = gen_dir(gen);
+  std::string temp = fmt::format("generations/.new-{}", gen);
   out.remove_all(dir);  // a leftover of an interrupted apply
-  out.make_dir(dir);
+  out.remove_all(temp);
+  out.make_dir(temp);
   std::vector<StagedFile> staged;
   for (const auto& [name, text] : s) {
-    staged.push_back(out.stage(fs::path(dir) / name, text, kFileMode));
+    staged.push_back(out.stage(fs::path(temp) / name, text, kFileMode));
   }
   staged.push_back(
-      out.stage(fs::path(dir) / "generation.conf",
+      out.stage(fs::path(temp) / "generation.conf",
                 render::render_generation_conf(
                     c.templates_dir, c.output_dir / dir, c.output_dir, gen),
                 kFileMode));
   out.commit(staged);
+  out.rename(temp, dir);
 }
 
 // A new domain's directory is filled under a dot-name that no sender
 // domain can have, then renamed into place, so that Exim's dsearch never
 // finds the directory without its file.
-void write_data(OutputDir& out, const Changes& changes) {
+// Each file that cannot be written (a planted symlink, a full disk) is
+// reported on its own; the other domains' files are still written.
+void write_data(OutputDir& out, const Changes& changes,
+                std::vector<std::string>& errors) {
   std::vector<StagedFile> staged;
   std::map<std::string, std::string> new_dirs;  // final -> staging name
   for (const auto& [path, text] : changes.writes) {
-    fs::path target = path;
-    fs::path dir = fs::path(path).parent_path();
-    if (in_domain_dir(path) && !out.exists(dir)) {
-      std::string temp =
-          (dir.parent_path() / (".new-" + dir.filename().string())).string();
-      if (new_dirs.emplace(dir.string(), temp).second) out.remove_all(temp);
-      target = fs::path(temp) / target.filename();
+    try {
+      fs::path target = path;
+      fs::path dir = fs::path(path).parent_path();
+      if (in_domain_dir(path) && !out.exists(dir)) {
+        std::string temp =
+            (dir.parent_path() / (".new-" + dir.filename().string())).string();
+        if (new_dirs.emplace(dir.string(), temp).second) out.remove_all(temp);
+        target = fs::path(temp) / target.filename();
+      }
+      staged.push_back(out.stage(target, text, kFileMode));
+    } catch (const std::system_error& e) {
+      errors.push_back(fmt::format("{} not written: {}", path, e.what()));
     }
-    staged.push_back(out.stage(target, text, kFileMode));
   }
   out.commit(staged);
   for (const auto& [dir, temp] : new_dirs) out.rename(temp, dir);
 }
 
-void remove_data(OutputDir& out, const std::vector<std::string>& paths) {
+void remove_data(OutputDir& out, const std::vector<std::string>& paths,
+                 std::vector<std::string>& errors) try {
   for (const auto& path : paths) {
     if (!in_domain_dir(path + "/")) {
       out.remove_all(path);
@@ -233,6 +251,8 @@ void remove_data(OutputDir& out, const std::vector<std::string>& paths) {
     out.rename(path, old);
     out.remove_all(old);
   }
+} catch (const std::system_error& e) {
+  errors.push_back(fmt::format("removal stopped: {}", e.what()));
 }
 
 // At most this many -bt probes per apply, one Exim process each.
@@ -504,6 +524,12 @@ ApplyReport Applier::run(const model::RelayModel& model,
          {"", "default", "suspended", "domains", "dkim", "generations"}) {
       out.remove_leftovers(dir);
     }
+    // Temporaries sit beside the file they replace.
+    for (const char* top : {"domains", "dkim", "generations"}) {
+      for (const auto& name : out.list(top)) {
+        out.remove_leftovers(fs::path(top) / name);
+      }
+    }
   }
   unsigned long live = live_generation(out);
   report.generation = live;
@@ -569,8 +595,8 @@ ApplyReport Applier::run(const model::RelayModel& model,
       return report;
     }
   }
-  write_data(out, changes);
-  remove_data(out, changes.removals);
+  write_data(out, changes, report.errors);
+  remove_data(out, changes.removals, report.errors);
   if (running_exim(exim_daemon(config_))) retry_held_mail(config_, changes);
   return report;
 }
@@ -594,6 +620,17 @@ ApplyReport Applier::rollback(std::optional<unsigned long> generation) {
         generation ? fmt::format("generation {} is not kept", *generation)
                    : std::string("no earlier generation is kept"));
     return report;
+  }
+  // The check defines HAVENORO_GENERATION itself, so it would not notice
+  // a generation without its generation.conf; live, that would drop the
+  // havenoro routers and send relay domains' mail out directly.
+  for (const char* name : {"generation.conf", "routers.conf", "transports.conf",
+                           "authenticators.conf"}) {
+    if (!out.exists(fs::path(gen_dir(target)) / name)) {
+      report.errors.push_back(
+          fmt::format("generation {} is incomplete: no {}", target, name));
+      return report;
+    }
   }
   candidate::EximChecker checker(config_.exim_binary, config_.exim_config);
   auto check = checker.check_syntax(config_.output_dir / gen_dir(target));

@@ -117,8 +117,9 @@ namespace {
 
 // Waits until the daemon named by the pid file runs, has logged its start
 // after `log_offset`, and answers on its port.
+// `what` is "reload" or "restart".
 ReloadResult confirm(const EximDaemon& d, std::uintmax_t log_offset,
-                     const char* what) {
+                     const std::string& what) {
   auto deadline = Clock::now() + d.timeout;
   bool check_log = std::filesystem::exists(d.main_log);
   std::optional<pid_t> pid;
@@ -130,7 +131,8 @@ ReloadResult confirm(const EximDaemon& d, std::uintmax_t log_offset,
     logged = !check_log || logged_restart(d, log_offset, *pid);
     if (logged &&
         smtp_answers(d.probe_address, std::chrono::milliseconds(1000))) {
-      return {true, true, fmt::format("exim pid {} {}", *pid, what)};
+      return {true, true,
+              fmt::format("exim pid {} came back after the {}", *pid, what)};
     }
   }
   std::string why = !pid      ? "no exim process runs"
@@ -152,8 +154,7 @@ ReloadResult run_command(const EximDaemon& d,
             fmt::format("{} command '{}' failed (status {})", what, argv[0],
                         run.exit_code)};
   }
-  return confirm(d, offset,
-                 what == std::string("restart") ? "restarted" : "reloaded");
+  return confirm(d, offset, what);
 }
 
 }  // namespace
@@ -169,7 +170,7 @@ ReloadResult reload_exim(const EximDaemon& daemon) {
     return {false, false, fmt::format("cannot signal exim pid {}", *pid)};
   }
   // SIGHUP re-executes the daemon under the same pid.
-  return confirm(daemon, offset, "reloaded");
+  return confirm(daemon, offset, "reload");
 }
 
 ReloadResult restart_exim(const EximDaemon& daemon) {

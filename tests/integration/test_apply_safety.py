@@ -1,0 +1,639 @@
+#!/usr/bin/python3
+"""Apply safety: what Exim reads stays whole whatever happens to an apply.
+
+The real havenoro-relayd runs against a private Exim daemon and real relays
+(tests/support/harness.py) and is killed with SIGKILL at random moments,
+runs twice with nothing changed, meets symlinks planted in its output
+directory, a broken candidate, and an Exim that dies when it is reloaded
+(tests/support/safety_harness.py). Each test checks what a new Exim process
+would read, the relays' view of the credentials, and the Exim daemon's pid
+and main log.
+
+Run: /usr/bin/python3 tests/integration/test_apply_safety.py [-v] [-k F16]
+HAVENORO_RELAYD names the binary (default build/src/daemon/...);
+HAVENORO_KILL_SEED replays the kill test with another seed;
+HAVENORO_KEEP_WORKDIR=1 keeps the temporary directories.
+"""
+
+import os
+import random
+import re
+import stat
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+import harness as h  # noqa: E402
+import safety_harness as sh  # noqa: E402
+
+RCPT = "someone@example.net"
+
+
+class SafetyCase(unittest.TestCase):
+    """Starts a CA, an MX sink, a panel tree and a private Exim daemon for
+    a test class; every part registers its own class cleanup."""
+
+    @classmethod
+    def start_parts(cls):
+        cls.binary = h.relayd_binary()
+        cls.work = h.make_workdir(f"havenoro-{cls.__name__}-")
+        if not os.environ.get("HAVENORO_KEEP_WORKDIR"):
+            cls.addClassCleanup(h.remove_tree, cls.work)
+        cls.counter = 0
+        cls.ca = h.TestCA(cls.work / "ca")
+        cls.sink = cls.start_relay("mx-sink", mode="plain", mechanisms="",
+                                   check_accounts=False)
+        cls.panel = h.PanelTree(cls.work / "panel")
+        cls.output_dir = cls.work / "relay-out"
+        cls.exim = h.EximInstance(cls.work, cls.output_dir, cls.sink.port)
+        cls.addClassCleanup(cls.exim.stop)
+        cls.exim.start()
+
+    @classmethod
+    def start_relay(cls, name, check_accounts=True, **kwargs):
+        kwargs.setdefault("ca", cls.ca)
+        relay = h.Relay(cls.work, name, check_accounts=check_accounts,
+                        **kwargs)
+        cls.addClassCleanup(relay.stop)
+        return relay
+
+    @classmethod
+    def config(cls, **overrides):
+        return h.relayd_config(cls.panel, cls.exim, cls.ca, **overrides)
+
+    @classmethod
+    def apply(cls, **overrides):
+        return h.run_relayd(cls.binary, cls.config(**overrides), cls.work)
+
+    @classmethod
+    def apply_ok(cls, **overrides):
+        cp = cls.apply(**overrides)
+        if cp.returncode != 0:
+            raise AssertionError(f"havenoro-relayd --once exited "
+                                 f"{cp.returncode}:\n{cp.stdout}{cp.stderr}")
+        return cp
+
+    @classmethod
+    def send(cls, sender):
+        """Sends one message; returns (token, msgid) to find it by."""
+        cls.counter += 1
+        token = f"havenoro-safety-{cls.__name__}-{cls.counter:03d}"
+        msgid = cls.exim.send(sender, RCPT, f"{token} from <{sender}>")
+        return token, msgid
+
+    def assertArrivesAs(self, sender, relay, username, password):
+        """A message from sender reaches relay with these credentials."""
+        token, msgid = self.send(sender)
+        self.exim.wait_delivery(msgid)
+        got = h.wait_until(lambda: relay.messages_with(token), 10,
+                           f"{token} at {relay.name}: "
+                           f"{self.exim.message_log(msgid)}")
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual(got[0]["username"], username.encode())
+        self.assertEqual(got[0]["password"], password.encode())
+        return got[0]
+
+    def last_line(self, cp):
+        lines = cp.stdout.strip().splitlines()
+        self.assertTrue(lines, f"no stdout; stderr:\n{cp.stderr}")
+        return lines[-1]
+
+    def current(self):
+        return os.readlink(self.output_dir / "current")
+
+    def generations(self):
+        return sorted(os.listdir(self.output_dir / "generations"))
+
+    def assertLiveConfigPasses(self):
+        """`exim -C <config> -bV`, no -D: what a new Exim process reads."""
+        cp = self.exim.exim("-bV")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+
+
+class KillDuringApplyTest(SafetyCase):
+    """SIGKILL at random moments of applies over ~300 domains.
+
+    Between runs the panel changes passwords, moves domains from one relay
+    to the other (a port change), turns relays on and off, suspends and
+    changes the server-wide relay, and now and then a daemon setting that
+    is rendered into the snippets (a new generation and an Exim reload).
+    """
+
+    maxDiff = None
+    DOMAINS = 300
+    KILLS = 25
+    MAX_ATTEMPTS = 60
+    BUDGET_S = 45
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_parts()
+        cls.relay_a = cls.start_relay("relay-a", check_accounts=False)
+        cls.relay_b = cls.start_relay("relay-b", check_accounts=False)
+        cls.relays = {cls.relay_a.port: cls.relay_a,
+                      cls.relay_b.port: cls.relay_b}
+        for u in range(10):
+            cls.panel.write_user(f"user{u}")
+        # domain -> (port, username, password), or None: no relay.
+        cls.want = {}
+        cls.suspended = set()
+        for i in range(cls.DOMAINS):
+            domain = f"d{i:03d}.example"
+            relay = cls.relay_a if i % 2 else cls.relay_b
+            cls.want[domain] = (None if i % 10 == 9 else
+                                (relay.port, f"user-{i}", f"Pw-{i}-0"))
+            if i % 25 == 3:
+                cls.suspended.add(domain)
+            cls.save(domain)
+        cls.server = (cls.relay_a.port, "server-user", "Server-Pw-0")
+        cls.save_server()
+        cls.connect_timeout = 15
+        cls.apply_ok(connect_timeout_s=cls.connect_timeout)
+
+    @classmethod
+    def save(cls, domain):
+        i = int(domain[1:4])
+        settings = {"suspended": domain in cls.suspended}
+        if cls.want[domain]:
+            port, user, password = cls.want[domain]
+            settings["smtp_relay"] = h.relay_settings(
+                port=port, username=user, password=password)
+        cls.panel.write_domain(f"user{i % 10}", domain, settings)
+
+    @classmethod
+    def save_server(cls):
+        port, user, password = cls.server
+        cls.panel.write_server_relay(h.relay_settings(
+            port=port, username=user, password=password))
+
+    def change_panel(self, rng, n):
+        """One save round of the panel: a few domains, sometimes more."""
+        relayed = sorted(d for d, w in self.want.items() if w)
+        for domain in rng.sample(relayed, 4):
+            port, user, _ = self.want[domain]
+            self.want[domain] = (port, user, f"Pw-{domain}-{n}")
+            self.save(domain)
+        for domain in rng.sample(relayed, 2):
+            port, user, password = self.want[domain]
+            other = next(p for p in self.relays if p != port)
+            self.want[domain] = (other, user, password)
+            self.save(domain)
+        if n % 3 == 0:
+            domain = rng.choice(sorted(self.want))
+            self.want[domain] = (None if self.want[domain] else
+                                 (self.relay_a.port, f"on-{n}", f"On-{n}"))
+            self.save(domain)
+        if n % 4 == 1:
+            domain = rng.choice(sorted(self.want))
+            self.suspended.symmetric_difference_update({domain})
+            self.save(domain)
+        if n % 5 == 2:
+            type(self).server = (self.server[0], "server-user",
+                                 f"Server-Pw-{n}")
+            self.save_server()
+        if n % 3 == 1:
+            type(self).connect_timeout = 15 + n % 4
+
+    def expected_files(self):
+        """domain -> (route, username, password) as the panel says now."""
+        return {d: (f"localhost:{w[0]}", w[1], w[2])
+                for d, w in self.want.items()
+                if w and d not in self.suspended}
+
+    def live_files(self):
+        out = {}
+        domains = self.output_dir / "domains"
+        for name in os.listdir(domains):
+            if name.startswith("."):
+                continue
+            conf = domains / name / "smtp_relay.conf"
+            if conf.is_file():
+                f = sh.parse_credential(conf.read_text())
+                out[name] = (f.get("route"), sh.decoded(f, "username"),
+                             sh.decoded(f, "password"))
+        return out
+
+    def assertWholeAfterKill(self, n, before, after):
+        """Exim's view after a kill: every live file whole, and each
+        domain's credentials either those of before or of after."""
+        where = f"after kill {n}"
+        cp = self.exim.exim("-bV")
+        self.assertEqual(cp.returncode, 0, f"{where}: exim -bV on the live "
+                         f"configuration failed:\n{cp.stdout}{cp.stderr}")
+        self.assertEqual(sh.live_problems(self.output_dir), [], where)
+        live = self.live_files()
+        for domain, files in live.items():
+            self.assertIn(files, [before.get(domain), after.get(domain)],
+                          f"{where}: {domain} holds a mix of settings")
+        lost = sorted(set(before) & set(after) - set(live))
+        self.assertEqual(lost, [], f"{where}: relay domains without a file")
+
+    def assertConverged(self, n, config_path):
+        cp = subprocess.run([str(self.binary), "--config",
+                             str(config_path), "--once"],
+                            capture_output=True, text=True, timeout=120)
+        where = f"after kill {n}, normal run: {cp.stdout}{cp.stderr}"
+        self.assertEqual(cp.returncode, 0, where)
+        self.assertEqual(self.live_files(), self.expected_files(), where)
+        suspended = sorted(os.listdir(self.output_dir / "suspended"))
+        self.assertEqual(suspended, sorted(self.suspended), where)
+        default = sh.parse_credential(
+            (self.output_dir / "default" / "smtp_relay.conf").read_text())
+        self.assertEqual((default["route"], sh.decoded(default, "password")),
+                         (f"localhost:{self.server[0]}", self.server[2]),
+                         where)
+        again = subprocess.run([str(self.binary), "--config",
+                                str(config_path), "--once"],
+                               capture_output=True, text=True, timeout=120)
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertTrue(self.last_line(again).startswith("apply.unchanged"),
+                        f"{where}: second run: {again.stdout}")
+        return sh.dot_entries(self.output_dir)
+
+    def calibrate(self, rng):
+        """Duration of an uninterrupted apply of one save round with a
+        snippet change: the kills are spread over all of it."""
+        self.change_panel(rng, 1)
+        started = time.monotonic()
+        self.apply_ok(connect_timeout_s=self.connect_timeout)
+        return time.monotonic() - started
+
+    def test_sigkill_at_random_moments_leaves_exim_a_whole_configuration(self):
+        """verifies that after each SIGKILL of an apply, `exim -bV` passes
+        on the live configuration, no live file is partial or mixed, and a
+        normal run converges on the panel's settings with no leftovers."""
+        seed = int(os.environ.get("HAVENORO_KILL_SEED", "16021"))
+        rng = random.Random(seed)
+        # Reading the panel and starting the checks takes the first ~100
+        # ms; the writes, the switch of `current` and the reload come
+        # later. Delays spread over a whole apply reach all of them.
+        took = self.calibrate(rng)
+        max_delay = max(0.150, took)
+        print(f"\nkill seed {seed}; an uninterrupted apply took "
+              f"{took * 1000:.0f} ms; kill delays 0-{max_delay * 1000:.0f} ms",
+              file=sys.stderr)
+        started = time.monotonic()
+        kills, finished, leftovers, not_removed = 0, 0, set(), {}
+        spent = [0.0, 0.0, 0.0]
+        for n in range(2, 2 + self.MAX_ATTEMPTS):
+            if kills >= self.KILLS or \
+                    time.monotonic() - started > self.BUDGET_S:
+                break
+            before = self.expected_files()
+            self.change_panel(rng, n)
+            path = sh.write_config(
+                self.config(connect_timeout_s=self.connect_timeout),
+                self.work / f"kill-{n}.json")
+            delay = rng.uniform(0, max_delay)
+            t0 = time.monotonic()
+            status = sh.run_killed(self.binary, path, delay)
+            if status is None:
+                kills += 1
+            else:
+                finished += 1
+            t1 = time.monotonic()
+            leftovers.update(sh.dot_entries(self.output_dir))
+            self.assertWholeAfterKill(n, before, self.expected_files())
+            t2 = time.monotonic()
+            for entry in self.assertConverged(n, path):
+                not_removed.setdefault(entry, f"left by kill {n} (delay "
+                                       f"{delay * 1000:.0f} ms)")
+            spent = [a + b for a, b in zip(spent, (t1 - t0, t2 - t1,
+                                                   time.monotonic() - t2))]
+        print(f"{kills} runs killed, {finished} finished before the kill, "
+              f"in {time.monotonic() - started:.1f} s (killed runs, checks, "
+              f"converging runs: {', '.join(f'{x:.1f}' for x in spent)} s); "
+              "leftovers seen: "
+              f"{sorted(leftovers)}; kept generations missing files: "
+              f"{sh.incomplete_generations(self.output_dir)}",
+              file=sys.stderr)
+        self.assertGreaterEqual(kills, 10, "too few runs were interrupted")
+        self.assertEqual(self.exim.panics(), [])
+        domain = next(d for d in sorted(self.expected_files()))
+        route, user, password = self.expected_files()[domain]
+        relay = self.relays[int(route.rsplit(":", 1)[1])]
+        self.assertArrivesAs(f"x@{domain}", relay, user, password)
+        # Last, so that every kill above was checked first: dot-named
+        # leftovers are invisible to Exim, but a full apply removes them.
+        self.assertEqual(not_removed, {}, "leftovers that a converging "
+                         "full apply and an unchanged one did not remove")
+
+
+class ApplySafetyTest(SafetyCase):
+    """Data-only changes, idle runs, planted symlinks, a broken candidate.
+
+    Each test starts from a converged apply and leaves one behind.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_parts()
+        cls.relay_a = cls.start_relay("relay-a")
+        cls.relay_b = cls.start_relay("relay-b")
+        cls.relay_default = cls.start_relay("relay-default")
+        cls.panel.write_user("alice")
+        cls.saved = {}
+        cls.save("pw.example", cls.relay_a, "pw-user", "Pw-Secret-0Aa")
+        cls.save("port.example", cls.relay_a, "port-user", "Port-Secret-0Bb")
+        cls.save("other.example", cls.relay_b, "other-user",
+                 "Other-Secret-0Cc")
+        cls.save_server("Server-Secret-0Dd")
+        cls.apply_ok()
+
+    @classmethod
+    def save(cls, domain, relay, user, password):
+        """Saves a domain's relay, and lets that relay accept it."""
+        relay.add_account(user, password)
+        cls.saved[domain] = (relay, user, password)
+        cls.panel.write_domain("alice", domain, {"smtp_relay":
+                               h.relay_settings(relay, username=user,
+                                                password=password)})
+
+    @classmethod
+    def save_server(cls, password):
+        cls.relay_default.add_account("server-user", password)
+        cls.panel.write_server_relay(h.relay_settings(
+            cls.relay_default, username="server-user", password=password))
+        cls.server_password = password
+
+    def exim_state(self):
+        return self.exim.daemon_pid(), self.exim.daemon_starts()
+
+    def test_F10_data_only_change_needs_no_reload_and_no_new_generation(self):
+        """verifies a password and a port change go live as lookup data:
+        the Exim daemon keeps its pid and logs no restart, `current` and
+        the generations stay, and the next message uses the new values."""
+        self.apply_ok()
+        current, gens, state = self.current(), self.generations(), \
+            self.exim_state()
+        self.save("pw.example", self.relay_a, "pw-user", "Pw-Secret-1New")
+        self.save("port.example", self.relay_b, "port-user",
+                  "Port-Secret-0Bb")
+        cp = self.apply_ok()
+        fields = dict(re.findall(r"(\w+)=(\S+)", self.last_line(cp)))
+        self.assertEqual((fields.get("written"), fields.get("reloaded")),
+                         ("2", "no"), cp.stdout)
+        self.assertEqual(self.current(), current)
+        self.assertEqual(self.generations(), gens)
+        time.sleep(0.5)  # a reload would have logged its start by now
+        self.assertEqual(self.exim_state(), state, "Exim was reloaded")
+        self.assertArrivesAs("a@pw.example", self.relay_a, "pw-user",
+                             "Pw-Secret-1New")
+        self.assertArrivesAs("a@port.example", self.relay_b, "port-user",
+                             "Port-Secret-0Bb")
+        self.assertEqual(self.exim_state(), state)
+
+    def test_noop_apply_writes_nothing_and_reloads_nothing(self):
+        """verifies a second run with nothing changed: apply.unchanged,
+        every entry under output_dir keeps its inode and mtime (and bytes),
+        Exim keeps its pid and logs no restart."""
+        self.apply_ok()
+        inventory = sh.file_inventory(self.output_dir)
+        snapshot = h.snapshot(self.output_dir)
+        state = self.exim_state()
+        cp = self.apply_ok()
+        self.assertTrue(self.last_line(cp).startswith("apply.unchanged"),
+                        cp.stdout)
+        self.assertGreaterEqual(len(inventory), 10, inventory)
+        self.assertEqual(sh.changed_keys(inventory,
+                                         sh.file_inventory(self.output_dir)),
+                         [], f"of {len(inventory)} entries")
+        self.assertEqual(sh.changed_keys(snapshot,
+                                         h.snapshot(self.output_dir)), [])
+        time.sleep(0.5)
+        self.assertEqual(self.exim_state(), state, "Exim was reloaded")
+
+    def test_full_apply_removes_leftovers_of_an_interrupted_apply(self):
+        """verifies that what a killed apply leaves (named as the daemon
+        names its temporaries, at every level it writes them) is removed by
+        the next full apply, while the live files stay as they were."""
+        self.apply_ok()
+        out, current = self.output_dir, self.current()
+        planted = {
+            ".current.99999.1.tmp": "link",
+            ".check/domains/pw.example/smtp_relay.conf": "file",
+            "domains/.new-late.example/smtp_relay.conf": "file",
+            "domains/.old-gone.example/smtp_relay.conf": "file",
+            "domains/pw.example/.smtp_relay.conf.99999.2.tmp": "file",
+            "default/.smtp_relay.conf.99999.3.tmp": "file",
+            "suspended/.late.example.99999.4.tmp": "file",
+            f"{current}/.routers.conf.99999.5.tmp": "file",
+        }
+        for rel, kind in planted.items():
+            path = out / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "link":
+                os.symlink(current, path)
+            else:
+                path.write_text("route: localhost:1\n")
+        self.addCleanup(sh.remove_dot_entries, out)
+        view = sh.live_view(out, current, dot_entries=False)
+        cp = self.apply_ok()
+        self.assertEqual(sh.changed_keys(
+            view, sh.live_view(out, current, dot_entries=False)), [],
+            cp.stdout)
+        self.assertEqual(sh.dot_entries(out), [],
+                         f"leftovers kept by a full apply: {cp.stdout}")
+
+    def plant_domain_symlink(self, domain, outside):
+        link = self.output_dir / "domains" / domain
+        h.remove_tree(link)
+        os.symlink(outside, link)
+
+        def restore():
+            if link.is_symlink():
+                link.unlink()
+            self.apply_ok()
+        self.addCleanup(restore)
+        return link
+
+    def test_symlinked_domain_directory_is_reported_and_not_followed(self):
+        """verifies domains/<d> replaced by a symlink to a directory outside:
+        exit 1, an error naming that path, nothing written outside."""
+        self.apply_ok()
+        outside = self.work / "outside-dir"
+        outside.mkdir()
+        (outside / "keep").write_text("not the daemon's\n")
+        before = h.snapshot(outside)
+        link = self.plant_domain_symlink("pw.example", outside)
+        self.addCleanup(self.save, "pw.example", *self.saved["pw.example"])
+        self.save("pw.example", self.relay_a, "pw-user", "Pw-Secret-2Link")
+        cp = self.apply()
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertIn(str(link), cp.stderr)
+        self.assertEqual(sh.changed_keys(before, h.snapshot(outside)), [],
+                         "the daemon wrote through the symlink")
+        self.assertEqual(list(outside.iterdir()), [outside / "keep"])
+
+    def test_symlinked_default_credential_file_is_replaced_not_followed(self):
+        """verifies default/smtp_relay.conf planted as a symlink to a victim
+        file outside: the victim keeps its bytes and mode, and the
+        credential file is a regular file with the server-wide relay."""
+        self.apply_ok()
+        victim = self.work / "victim.txt"
+        victim.write_text("victim: keep me\n")
+        victim.chmod(0o600)
+        victim_before = (victim.read_bytes(), victim.stat().st_mode,
+                         victim.stat().st_ino)
+        conf = self.output_dir / "default" / "smtp_relay.conf"
+        conf.unlink()
+        os.symlink(victim, conf)
+        self.addCleanup(self.save_server, self.server_password)
+        self.save_server("Server-Secret-3Link")
+        cp = self.apply()
+        self.assertEqual((victim.read_bytes(), victim.stat().st_mode,
+                          victim.stat().st_ino), victim_before,
+                         cp.stdout + cp.stderr)
+        st = conf.lstat()
+        self.assertTrue(stat.S_ISREG(st.st_mode),
+                        f"still {stat.filemode(st.st_mode)}: "
+                        f"{cp.stdout}{cp.stderr}")
+        fields = sh.parse_credential(conf.read_text())
+        self.assertEqual(sh.decoded(fields, "password"), "Server-Secret-3Link")
+        self.assertArrivesAs("root@mail.havenoro.test", self.relay_default,
+                             "server-user", "Server-Secret-3Link")
+
+    def test_F06_unknown_router_option_leaves_live_generation_alone(self):
+        """verifies `no_such_router_option = 1` in routers.conf: exit 1,
+        Exim's error with the option and the line it is on, the live
+        generation and data as they were, Exim not signalled."""
+        self.apply_ok()
+        templates = sh.copy_templates(self.work, "F06-router")
+        path = templates / "routers.conf.mustache"
+        anchor = "havenoro_relay:\n  driver = manualroute\n"
+        text = path.read_text()
+        self.assertIn(anchor, text)
+        path.write_text(text.replace(anchor,
+                                     anchor + "  no_such_router_option = 1\n",
+                                     1))
+        live_routers = (self.output_dir / "current" / "routers.conf") \
+            .read_text().splitlines()
+        expected_line = live_routers.index("  driver = manualroute") + 2
+        self.assertEqual(live_routers[expected_line - 3], "havenoro_relay:")
+        current, gens = self.current(), self.generations()
+        view = sh.live_view(self.output_dir, current)
+        state = self.exim_state()
+        live = self.saved["pw.example"]
+        self.addCleanup(self.save, "pw.example", *live)
+        self.save("pw.example", self.relay_a, "pw-user", "Pw-Secret-4Bad")
+        cp = self.apply(templates_dir=str(templates))
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertIn("no_such_router_option", cp.stderr)
+        self.assertRegex(cp.stderr, rf"line {expected_line}\b.*routers\.conf"
+                         r"|routers\.conf.*line "
+                         rf"{expected_line}\b")
+        self.assertTrue(self.last_line(cp).startswith("apply.failed"),
+                        cp.stdout)
+        self.assertEqual(self.current(), current)
+        self.assertEqual(self.generations(), gens)
+        self.assertEqual(sh.changed_keys(view, sh.live_view(self.output_dir,
+                                                            current)), [])
+        time.sleep(0.5)
+        self.assertEqual(self.exim_state(), state, "Exim was signalled")
+        self.assertLiveConfigPasses()
+        self.assertArrivesAs("a@pw.example", *live)
+
+
+class EximDiesOnReloadTest(SafetyCase):
+    """F16 with a real Exim: the reload command kills the daemon.
+
+    exim_reload_command is a script that kills the Exim daemon with SIGKILL
+    (an Exim that does not come back), exim_restart_command one that starts
+    the same Exim detached (-bd), as `systemctl restart exim4` would. A
+    change of connect_timeout_s is rendered into transports.conf, so each
+    faulty run needs a new generation and a reload.
+    """
+
+    RELOAD_TIMEOUT_S = 2
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_parts()
+        cls.addClassCleanup(sh.stop_exim_by_pid_file, cls.exim)
+        cls.reap(cls.exim.daemon)
+        cls.relay = cls.start_relay("relay-a")
+        cls.panel.write_user("alice")
+        cls.relay.add_account("a-user", "F16-Secret-5Kp")
+        cls.panel.write_domain("alice", "a.example", {"smtp_relay":
+                               h.relay_settings(cls.relay, username="a-user",
+                                                password="F16-Secret-5Kp")})
+        cls.panel.write_server_relay(None)
+        cls.kill_script = sh.exim_kill_script(cls.exim,
+                                              cls.work / "exim-reload.sh")
+        cls.start_script = sh.exim_start_script(cls.exim,
+                                                cls.work / "exim-restart.sh")
+        cls.timeout_n = 0
+
+    @staticmethod
+    def reap(group):
+        """Reaps the harness's Exim child as soon as it dies, so that it
+        does not linger as a zombie that still answers kill(pid, 0)."""
+        threading.Thread(target=group.proc.wait, daemon=True).start()
+
+    def setUp(self):
+        if self.exim.banner() is None:
+            subprocess.run([str(self.start_script)], check=True, timeout=30)
+            sh.wait_exim_up(self.exim)
+        self.apply_ok()  # the default connect_timeout_s (15) is live
+        self.assertRegex(self.transport_text(), r"connect_timeout = 15s")
+
+    def transport_text(self):
+        return self.exim.exim("-bP", "transport",
+                              "havenoro_relay_smtp").stdout
+
+    def faulty_apply(self, **overrides):
+        """A run whose reload kills Exim; returns it, the generation that
+        was live before it, and the Exim pid before it."""
+        type(self).timeout_n += 1
+        current, pid = self.current(), self.exim.daemon_pid()
+        starts = self.exim.daemon_starts()
+        cp = self.apply(connect_timeout_s=5 + self.timeout_n,
+                        reload_timeout_s=self.RELOAD_TIMEOUT_S,
+                        exim_reload_command=[str(self.kill_script)],
+                        **overrides)
+        self.assertFalse(sh.is_our_exim(pid, self.exim),
+                         "the reload script did not kill Exim")
+        return cp, current, pid, starts
+
+    def test_F16_exim_dying_on_reload_comes_back_on_previous_generation(self):
+        """verifies exit 1 naming the failed reload, `current` back on the
+        previous generation, Exim running again under a new pid on the
+        previous snippets, its live configuration valid, mail flowing."""
+        cp, current, pid, starts = self.faulty_apply(
+            exim_restart_command=[str(self.start_script)])
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertTrue([line for line in cp.stderr.splitlines()
+                         if "reload" in line and "did not come back" in line],
+                        cp.stderr)
+        self.assertTrue(self.last_line(cp).startswith("apply.failed"),
+                        cp.stdout)
+        self.assertEqual(self.current(), current)
+        new_pid = sh.wait_exim_up(self.exim, old_pid=pid, timeout=5)
+        self.assertNotEqual(new_pid, pid)
+        self.assertTrue(self.exim.banner().startswith("220"))
+        self.assertGreater(self.exim.daemon_starts(), starts)
+        self.assertLiveConfigPasses()
+        self.assertRegex(self.transport_text(), r"connect_timeout = 15s")
+        self.assertArrivesAs("x@a.example", self.relay, "a-user",
+                             "F16-Secret-5Kp")
+
+    def test_F16_exim_dying_on_reload_without_restart_command(self):
+        """verifies that without exim_restart_command the run exits 1, says
+        Exim could not be restarted, and `current` is the previous
+        generation again, so Exim starts on it when the admin starts it."""
+        cp, current, pid, _ = self.faulty_apply()
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertTrue([line for line in cp.stderr.splitlines()
+                         if "could not be restarted" in line], cp.stderr)
+        self.assertEqual(self.current(), current)
+        self.assertIsNone(self.exim.banner(), "an Exim still answers")
+        self.assertLiveConfigPasses()
+        self.assertRegex(self.transport_text(), r"connect_timeout = 15s")
+
+
+if __name__ == "__main__":
+    unittest.main()
