@@ -1,57 +1,33 @@
 // havenoro-relayd: turns Havenoro CP's relay settings into Exim
-// configuration. The work happens in the library; this file only reads the
-// command line, runs one apply and reports.
+// configuration. The work happens in the library and in src/daemon; this
+// file only reads the command line and starts one of the two modes.
 
-#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdio>
 #include <iostream>
+#include <map>
 
-#include "havenoro_relay/apply/applier.h"
 #include "havenoro_relay/config/daemon_config.h"
-#include "havenoro_relay/model/relay_model.h"
-#include "havenoro_relay/panel/panel_reader.h"
+#include "havenoro_relay/daemon/daemon.h"
+#include "havenoro_relay/daemon/daemon_log.h"
+#include "havenoro_relay/daemon/log_event.h"
+#include "havenoro_relay/daemon/once.h"
 
 namespace {
 
 using namespace havenoro;
 
-void print_problems(const model::RelayModel& m) {
-  for (const auto& p : m.problems()) {
-    std::cerr << "havenoro-relayd: rejected: " << p.text() << "\n";
+int run_daemon(const std::string& config_file,
+               const config::DaemonConfig& config) {
+  try {
+    daemon::Daemon d(config_file, config);
+    return d.run();
+  } catch (const std::exception& e) {
+    spdlog::critical(
+        daemon::LogEvent("daemon.failed").add("error", e.what()).str());
+    return 1;
   }
-  for (const auto& w : m.all_warnings()) {
-    std::cerr << "havenoro-relayd: warning: " << w.text() << "\n";
-  }
-}
-
-std::string summary(const model::RelayModel& m, const apply::ApplyReport& r) {
-  const char* event = !r.ok()         ? "apply.failed"
-                      : r.unchanged() ? "apply.unchanged"
-                                      : "apply.done";
-  return fmt::format(
-      "{} generation={} relayed={} default={} suspended={} rejected={} "
-      "written={} removed={} reloaded={}",
-      event, r.generation, m.count(model::Route::kRelay),
-      m.count(model::Route::kDefault), m.count(model::Route::kSuspended),
-      m.problems().size(), r.written.size(), r.removed.size(),
-      r.reloaded ? "yes" : "no");
-}
-
-int apply_once(const config::DaemonConfig& config) {
-  panel::RelayRules rules{config.allow_private_relays};
-  auto snapshot = panel::read_panel(config.panel_root, rules);
-  auto relay_model = model::build_relay_model(snapshot);
-  print_problems(relay_model);
-
-  apply::Applier applier(config);
-  auto report = applier.apply(relay_model);
-  for (const auto& e : report.errors) {
-    std::cerr << "havenoro-relayd: apply failed: " << e << "\n";
-  }
-  std::cout << summary(relay_model, report) << std::endl;
-  return report.ok() && relay_model.problems().empty() ? 0 : 1;
 }
 
 }  // namespace
@@ -60,21 +36,27 @@ int main(int argc, char** argv) {
   CLI::App app{"havenoro-relayd: outgoing SMTP relays for Exim"};
   std::string config_file = "/etc/havenoro-relayd/config.json";
   bool once = false;
+  auto level = spdlog::level::info;
   app.add_option("-c,--config", config_file, "configuration file (JSON)");
   app.add_flag("--once", once, "apply the panel's settings once, then exit");
+  app.add_option("--log-level", level, "error, warn, info or debug")
+      ->transform(CLI::CheckedTransformer(
+          std::map<std::string, spdlog::level::level_enum>{
+              {"error", spdlog::level::err},
+              {"warn", spdlog::level::warn},
+              {"info", spdlog::level::info},
+              {"debug", spdlog::level::debug}}));
   app.set_version_flag("--version", HAVENORO_VERSION);
   CLI11_PARSE(app, argc, argv);
 
+  config::DaemonConfig config;
   try {
-    auto config = config::load_daemon_config(config_file);
-    if (!once) {
-      // TODO(#3): the long-running daemon (inotify, control socket).
-      std::cerr << "havenoro-relayd: only --once is available so far\n";
-      return 2;
-    }
-    return apply_once(config);
+    config = config::load_daemon_config(config_file);
+    if (once) return daemon::apply_once(config);
   } catch (const std::exception& e) {
     std::cerr << "havenoro-relayd: " << e.what() << "\n";
     return 1;
   }
+  daemon::setup_logging(level);
+  return run_daemon(config_file, config);
 }

@@ -1,0 +1,25 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace havenoro::ctl {
+
+/// The daemon's status (status-get) as a table for a person.
+std::string status_view(const nlohmann::json& status);
+
+/// One domain (domain-get): route, why, relay, last error.
+std::string domain_view(const nlohmann::json& domain);
+
+/// Every domain (domain-list), one line each.
+std::string domain_list_view(const nlohmann::json& domains);
+
+/// What an apply would change (config-test), as a diff of the output
+/// directory: `+` written, `-` removed, then what would be rejected.
+std::string plan_view(const nlohmann::json& plan);
+
+/// A relay as one phrase: "smtp.example.net:587, STARTTLS required,
+/// certificate verified, user 'apikey', password set". Never a password.
+std::string relay_text(const nlohmann::json& relay);
+
+}  // namespace havenoro::ctl

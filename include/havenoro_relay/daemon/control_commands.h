@@ -1,0 +1,16 @@
+#pragma once
+
+#include "havenoro_relay/daemon/apply_loop.h"
+#include "havenoro_relay/daemon/control_server.h"
+#include "havenoro_relay/daemon/daemon_info.h"
+
+namespace havenoro::daemon {
+
+/// The control socket's commands (docs/control-protocol.md): status-get,
+/// domain-list, domain-get, reconcile, config-test and version-get. Reads
+/// go to the Engine's thread-safe status; reconcile and config-test are
+/// queued for the applying thread and answer when it is done. `loop` and
+/// `info` must outlive the table.
+CommandTable make_commands(ApplyLoop& loop, const DaemonInfo& info);
+
+}  // namespace havenoro::daemon

@@ -1,0 +1,61 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace havenoro::daemon {
+
+/// The result code of every reply (docs/control-protocol.md).
+enum class Result : int {
+  kSuccess = 0,         ///< the command did what was asked
+  kError = 1,           ///< it ran, and the change was rejected or failed
+  kUnknownCommand = 2,  ///< no command of that name
+  kNotFound = 3,        ///< the thing asked about does not exist
+  kBadRequest = 4,      ///< not JSON, bad arguments, too long
+};
+
+/// One reply. Every command answers with this same envelope.
+struct Reply {
+  Result result = Result::kSuccess;
+  std::string text;  ///< one line for a person
+  nlohmann::json arguments = nlohmann::json::object();
+};
+
+/// One request as read from the socket.
+struct Request {
+  std::string command;
+  nlohmann::json arguments = nlohmann::json::object();
+};
+
+/// A request line that cannot be used, or a reply line a client cannot
+/// read; the message says why.
+class ProtocolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Parses one request line (without its newline). Throws ProtocolError
+/// when it is not a JSON object with a string `command` and, if given, an
+/// object `arguments`.
+Request parse_request(std::string_view line);
+
+/// The request as one line, without the newline.
+std::string encode_request(const Request& request);
+
+/// The reply as one line, without the newline. Any member named
+/// `password`, at any depth, is left out: no reply carries one, whatever a
+/// handler put in it.
+std::string encode_reply(const Reply& reply);
+
+/// Parses one reply line. Throws ProtocolError.
+Reply parse_reply(std::string_view line);
+
+/// A reply with no arguments.
+inline Reply make_reply(Result result, std::string text) {
+  return Reply{result, std::move(text), nlohmann::json::object()};
+}
+
+}  // namespace havenoro::daemon

@@ -1,0 +1,206 @@
+#include "havenoro_relay/ctl/views.h"
+
+#include <fmt/format.h>
+
+#include "havenoro_relay/ctl/text_table.h"
+
+namespace havenoro::ctl {
+namespace {
+
+using nlohmann::json;
+
+std::string text(const json& doc, const char* key,
+                 const std::string& fallback = "-") {
+  auto it = doc.find(key);
+  if (it == doc.end() || it->is_null()) return fallback;
+  if (it->is_string()) return it->get<std::string>();
+  return it->dump();
+}
+
+const json& member(const json& doc, const char* key) {
+  static const json null;
+  auto it = doc.find(key);
+  return it == doc.end() ? null : *it;
+}
+
+std::string duration(long seconds) {
+  if (seconds >= 86400)
+    return fmt::format("{}d {}h", seconds / 86400, seconds % 86400 / 3600);
+  if (seconds >= 3600)
+    return fmt::format("{}h {:02}m", seconds / 3600, seconds % 3600 / 60);
+  if (seconds >= 60)
+    return fmt::format("{}m {:02}s", seconds / 60, seconds % 60);
+  return fmt::format("{}s", seconds);
+}
+
+std::string joined(const json& list, const char* separator = ", ") {
+  std::string out;
+  for (const auto& item : list) {
+    if (!out.empty()) out += separator;
+    out += item.is_string() ? item.get<std::string>() : item.dump();
+  }
+  return out.empty() ? "-" : out;
+}
+
+std::string last_apply_text(const json& a) {
+  if (!a.is_object()) return "none yet";
+  return fmt::format("{} at {} in {} ms{}", text(a, "result"), text(a, "at"),
+                     a.value("took_ms", 0),
+                     a.value("full", false) ? " (full resync)" : "");
+}
+
+std::string domains_text(const json& d) {
+  return fmt::format("{} relayed, {} default, {} suspended, {} rejected",
+                     d.value("relayed", 0), d.value("default", 0),
+                     d.value("suspended", 0), d.value("rejected", 0));
+}
+
+std::string exim_text(const json& e) {
+  if (!e.is_object()) return "not reloaded since the daemon started";
+  std::string state = e.value("reloaded", false) ? "reloaded" : "not reloaded";
+  std::string message = text(e, "message", "");
+  return fmt::format("{} at {}{}", state, text(e, "at"),
+                     message.empty() ? "" : ": " + message);
+}
+
+std::string errors_text(const json& errors) {
+  if (!errors.is_array() || errors.empty()) return "";
+  TextTable table({"REJECTED", "SINCE", "REASON"});
+  for (const auto& e : errors) {
+    std::string name = text(e, "domain", "");
+    table.add({name.empty() ? "(server-wide)" : name, text(e, "first_seen"),
+               text(e, "error")});
+  }
+  return "\n" + table.str();
+}
+
+std::string delivery_text(const json& e) {
+  if (!e.is_object()) return "-";
+  std::string host = text(e, "host", "");
+  std::string response = text(e, "response", "");
+  return fmt::format("{} {} {}{}{}", text(e, "time"), text(e, "outcome"),
+                     text(e, "message_id"), host.empty() ? "" : " via " + host,
+                     response.empty() ? "" : ": " + response);
+}
+
+std::string host_port(const json& relay) {
+  std::string host = text(relay, "host");
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return fmt::format("{}:{}", host, relay.value("port", 0));
+}
+
+}  // namespace
+
+std::string relay_text(const json& relay) {
+  if (!relay.is_object()) return "none (mail goes out directly)";
+  std::string tls = text(relay, "tls");
+  std::string security = tls == "implicit"   ? "TLS from the first byte"
+                         : tls == "starttls" ? "STARTTLS required"
+                                             : "plain text";
+  std::string verify = relay.value("verify_certificate", true)
+                           ? "certificate verified"
+                           : "certificate not verified";
+  std::string user = text(relay, "username", "");
+  std::string login =
+      user.empty()
+          ? "no login"
+          : fmt::format("user '{}', password {}", user,
+                        relay.value("password_set", false) ? "set" : "empty");
+  if (tls == "none")
+    return fmt::format("{}, {}, {}", host_port(relay), security, login);
+  return fmt::format("{}, {}, {}, {}", host_port(relay), security, verify,
+                     login);
+}
+
+std::string status_view(const json& s) {
+  const json& last = member(s, "last_apply");
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"Daemon",
+       fmt::format("havenoro-relayd {}, pid {}, up {}", text(s, "version"),
+                   text(s, "pid"), duration(s.value("uptime_s", 0L)))},
+      {"Live generation", text(s, "generation")},
+      {"Last apply", last_apply_text(last)},
+  };
+  if (last.is_object()) {
+    rows.push_back({"  changed", joined(member(last, "changed_domains"))});
+    rows.push_back({"  files", fmt::format("{} written, {} removed",
+                                           last.value("written", 0),
+                                           last.value("removed", 0))});
+    if (!member(last, "errors").empty())
+      rows.push_back({"  errors", joined(member(last, "errors"), "; ")});
+  }
+  rows.push_back({"Domains", domains_text(member(s, "domains"))});
+  rows.push_back({"Server-wide relay", relay_text(member(s, "server_relay"))});
+  rows.push_back({"Exim", exim_text(member(s, "exim"))});
+  const json& failure = member(s, "last_failure");
+  if (failure.is_object()) {
+    rows.push_back(
+        {"Last failure", fmt::format("{}: {}", text(failure, "at"),
+                                     joined(member(failure, "errors"), "; "))});
+  }
+  for (const auto& w : member(s, "warnings"))
+    rows.push_back({"Warning", w.is_string() ? w.get<std::string>() : ""});
+  return key_values(rows) + errors_text(member(s, "errors"));
+}
+
+std::string domain_view(const json& d) {
+  const json& error = member(d, "last_error");
+  const json& dkim = member(d, "dkim");
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"Domain", text(d, "domain")},
+      {"User", text(d, "user")},
+      {"Route", text(d, "route")},
+      {"Why", text(d, "reason")},
+  };
+  if (d.contains("relay"))
+    rows.push_back({"Relay", relay_text(member(d, "relay"))});
+  if (dkim.is_object())
+    rows.push_back({"DKIM", "signing, selector " + text(dkim, "selector")});
+  rows.push_back({"Last error", error.is_object()
+                                    ? text(error, "error") + " (since " +
+                                          text(error, "first_seen") + ")"
+                                    : "-"});
+  for (const auto& w : member(d, "warnings"))
+    rows.push_back({"Warning", w.is_string() ? w.get<std::string>() : ""});
+  if (d.contains("last_delivery") || d.contains("last_failure")) {
+    rows.push_back(
+        {"Last delivery", delivery_text(member(d, "last_delivery"))});
+    rows.push_back({"Last failure", delivery_text(member(d, "last_failure"))});
+  }
+  return key_values(rows);
+}
+
+std::string domain_list_view(const json& domains) {
+  TextTable table({"DOMAIN", "USER", "ROUTE", "RELAY", "LAST ERROR"});
+  for (const auto& d : domains) {
+    const json& relay = member(d, "relay");
+    const json& error = member(d, "last_error");
+    table.add({text(d, "domain"), text(d, "user"), text(d, "route"),
+               relay.is_object() ? host_port(relay) : "-",
+               error.is_object() ? text(error, "error") : "-"});
+  }
+  return table.str();
+}
+
+std::string plan_view(const json& plan) {
+  const json& written = member(plan, "would_write");
+  const json& removed = member(plan, "would_remove");
+  std::string out = fmt::format("Exim check {}; {}\n", text(plan, "check"),
+                                plan.value("new_generation", false)
+                                    ? "a new generation, Exim would be reloaded"
+                                    : "no new generation, no Exim reload");
+  if (written.empty() && removed.empty()) {
+    out += "No file would change.\n";
+  } else {
+    out += fmt::format("--- live\n+++ after the apply\n");
+    for (const auto& p : written) out += "+ " + p.get<std::string>() + "\n";
+    for (const auto& p : removed) out += "- " + p.get<std::string>() + "\n";
+  }
+  for (const auto& p : member(plan, "problems"))
+    out += "rejected: " + p.get<std::string>() + "\n";
+  for (const auto& e : member(plan, "errors"))
+    out += "error: " + e.get<std::string>() + "\n";
+  return out;
+}
+
+}  // namespace havenoro::ctl

@@ -1,0 +1,154 @@
+#include "havenoro_relay/daemon/control_commands.h"
+
+#include <fmt/format.h>
+
+#include "havenoro_relay/daemon/reconcile_reply.h"
+#include "havenoro_relay/panel/domain_settings.h"
+
+namespace havenoro::daemon {
+namespace {
+
+using nlohmann::json;
+
+// Arguments that cannot be used: the reply is kBadRequest.
+class ArgumentError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::optional<std::string> domain_argument(const json& args) {
+  auto it = args.find("domain");
+  if (it == args.end() || it->is_null()) return std::nullopt;
+  if (!it->is_string()) throw ArgumentError("\"domain\" must be a string");
+  auto name = it->get<std::string>();
+  if (!panel::is_domain_name(name))
+    throw ArgumentError(
+        fmt::format("'{}' is not a domain name (lowercase, xn-- form)",
+                    name.substr(0, 255)));
+  return name;
+}
+
+bool flag_argument(const json& args, const char* key) {
+  auto it = args.find(key);
+  if (it == args.end()) return false;
+  if (!it->is_boolean())
+    throw ArgumentError(fmt::format("\"{}\" must be true or false", key));
+  return it->get<bool>();
+}
+
+// Turns argument errors into kBadRequest replies, so each handler below
+// only reads what it needs.
+CommandHandler checked(CommandHandler handler) {
+  return [handler](const json& args, Responder respond) {
+    try {
+      handler(args, respond);
+    } catch (const ArgumentError& e) {
+      respond(make_reply(Result::kBadRequest, e.what()));
+    }
+  };
+}
+
+void status_get(ApplyLoop& loop, const DaemonInfo& info, Responder respond) {
+  json status = info.complete(loop.status(), loop.applies(), loop.queued());
+  std::string line = status_line(status);
+  respond({Result::kSuccess, line, std::move(status)});
+}
+
+void version_get(Responder respond) {
+  respond({Result::kSuccess,
+           "havenoro-relayd " HAVENORO_VERSION,
+           {{"name", "havenoro-relayd"}, {"version", HAVENORO_VERSION}}});
+}
+
+void domain_list(ApplyLoop& loop, Responder respond) {
+  json list = loop.domain_list();
+  std::string text = fmt::format("{} domains", list.size());
+  respond({Result::kSuccess, text, {{"domains", std::move(list)}}});
+}
+
+void domain_get(ApplyLoop& loop, const json& args, Responder respond) {
+  auto name = domain_argument(args);
+  if (!name) throw ArgumentError("domain-get needs \"domain\"");
+  json d = loop.domain(*name);
+  if (d.is_null()) {
+    respond(
+        make_reply(Result::kNotFound, *name + ": not in the panel's settings"));
+    return;
+  }
+  std::string text =
+      fmt::format("{}: route {}", *name, d.value("route", "unknown"));
+  respond({Result::kSuccess, text, std::move(d)});
+}
+
+ReconcileTarget reconcile_target(const json& args) {
+  auto domain = domain_argument(args);
+  bool server = flag_argument(args, "server");
+  if (domain && server)
+    throw ArgumentError("give \"domain\" or \"server\", not both");
+  if (domain) return {ReconcileTarget::Kind::kDomain, *domain};
+  if (server) return {ReconcileTarget::Kind::kServer, ""};
+  return {};
+}
+
+void reconcile(ApplyLoop& loop, const json& args, Responder respond) {
+  auto target = reconcile_target(args);
+  bool wait = flag_argument(args, "wait");
+  ApplyDone done;
+  if (wait) {
+    done = [&loop, target, respond](const engine::ApplyOutcome& outcome) {
+      respond(reconcile_reply(outcome, target, loop.status()));
+    };
+  }
+  if (target.kind == ReconcileTarget::Kind::kAll) {
+    loop.resync(std::move(done));
+  } else {
+    loop.reconcile_domain(target.domain, std::move(done));
+  }
+  if (!wait) {
+    respond(make_reply(Result::kSuccess,
+                       "queued: " + target.describe() + " will be applied"));
+  }
+}
+
+Reply plan_reply(json plan) {
+  bool passed = plan.value("check", "") == "passed";
+  auto count = [&](const char* key) {
+    return plan.value(key, json::array()).size();
+  };
+  std::string text = fmt::format(
+      "would write {} and remove {} files; Exim check {}; {} rejected",
+      count("would_write"), count("would_remove"), passed ? "passed" : "failed",
+      count("problems"));
+  return {passed ? Result::kSuccess : Result::kError, text, std::move(plan)};
+}
+
+void config_test(ApplyLoop& loop, Responder respond) {
+  loop.run([respond](engine::Engine& engine) {
+    try {
+      respond(plan_reply(engine.plan()));
+    } catch (const std::exception& e) {
+      respond(make_reply(Result::kError, e.what()));
+    }
+  });
+}
+
+}  // namespace
+
+CommandTable make_commands(ApplyLoop& loop, const DaemonInfo& info) {
+  return {
+      {"status-get",
+       [&loop, &info](const json&, Responder r) { status_get(loop, info, r); }},
+      {"version-get", [](const json&, Responder r) { version_get(r); }},
+      {"domain-list",
+       [&loop](const json&, Responder r) { domain_list(loop, r); }},
+      {"domain-get", checked([&loop](const json& a, Responder r) {
+         domain_get(loop, a, r);
+       })},
+      {"reconcile",
+       checked([&loop](const json& a, Responder r) { reconcile(loop, a, r); })},
+      {"config-test",
+       [&loop](const json&, Responder r) { config_test(loop, r); }},
+  };
+}
+
+}  // namespace havenoro::daemon

@@ -1,0 +1,76 @@
+#include "havenoro_relay/daemon/control_protocol.h"
+
+namespace havenoro::daemon {
+namespace {
+
+using nlohmann::json;
+
+json parse_object(std::string_view line, const char* what) {
+  json doc = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded())
+    throw ProtocolError(std::string(what) + " is not JSON");
+  if (!doc.is_object())
+    throw ProtocolError(std::string(what) + " is not a JSON object");
+  return doc;
+}
+
+// A handler that copies settings into a reply must not leak a password:
+// drop the member wherever it is.
+void drop_passwords(json& value) {
+  if (value.is_object()) {
+    value.erase("password");
+    for (auto& [key, member] : value.items()) drop_passwords(member);
+  } else if (value.is_array()) {
+    for (auto& member : value) drop_passwords(member);
+  }
+}
+
+}  // namespace
+
+Request parse_request(std::string_view line) {
+  json doc = parse_object(line, "request");
+  auto command = doc.find("command");
+  if (command == doc.end() || !command->is_string())
+    throw ProtocolError("request has no \"command\" string");
+  Request request{command->get<std::string>(), json::object()};
+  if (auto args = doc.find("arguments"); args != doc.end()) {
+    if (!args->is_object())
+      throw ProtocolError("\"arguments\" must be an object");
+    request.arguments = *args;
+  }
+  return request;
+}
+
+std::string encode_request(const Request& request) {
+  json doc = {{"command", request.command}};
+  if (!request.arguments.empty()) doc["arguments"] = request.arguments;
+  return doc.dump();
+}
+
+std::string encode_reply(const Reply& reply) {
+  json arguments = reply.arguments;
+  drop_passwords(arguments);
+  json doc = {{"result", static_cast<int>(reply.result)},
+              {"text", reply.text},
+              {"arguments", std::move(arguments)}};
+  // Replace invalid UTF-8 rather than throw: a file name from the panel
+  // tree should not cost the client its reply.
+  return doc.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+Reply parse_reply(std::string_view line) {
+  json doc = parse_object(line, "reply");
+  auto result = doc.find("result");
+  auto text = doc.find("text");
+  if (result == doc.end() || !result->is_number_integer() ||
+      text == doc.end() || !text->is_string()) {
+    throw ProtocolError("reply has no \"result\" code or \"text\"");
+  }
+  Reply reply{static_cast<Result>(result->get<int>()), text->get<std::string>(),
+              json::object()};
+  if (auto args = doc.find("arguments"); args != doc.end())
+    reply.arguments = *args;
+  return reply;
+}
+
+}  // namespace havenoro::daemon

@@ -1,0 +1,299 @@
+#include "havenoro_relay/daemon/daemon.h"
+
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+
+#include "havenoro_relay/daemon/control_commands.h"
+#include "havenoro_relay/daemon/log_event.h"
+
+namespace havenoro::daemon {
+namespace {
+
+// An apply that runs this long is stuck (every Exim call it makes has its
+// own, shorter, time limit): the watchdog stops hearing from us, and
+// systemd restarts the daemon.
+constexpr std::chrono::minutes kStuckApply{3};
+
+// How often Exim's main log is read for each domain's last delivery; a
+// person looking at `domain D` after a test message waits no longer.
+constexpr std::chrono::seconds kDeliveryPoll{5};
+
+}  // namespace
+
+ControlLimits control_limits(const config::DaemonConfig& config) {
+  ControlLimits limits;
+  limits.max_request_bytes = config.max_request_bytes;
+  limits.idle_timeout = config.idle_timeout;
+  return limits;
+}
+
+Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
+    : config_file_(std::move(config_file)),
+      config_(std::move(config)),
+      signals_(io_, SIGTERM, SIGINT, SIGHUP),
+      resync_timer_(io_),
+      watchdog_timer_(io_),
+      delivery_timer_(io_),
+      info_(config_file_) {
+  spdlog::info(LogEvent("daemon.start")
+                   .add("version", HAVENORO_VERSION)
+                   .add("config", config_file_.string())
+                   .add("panel_root", config_.panel_root.string())
+                   .add("output_dir", config_.output_dir.string())
+                   .str());
+  ApplyObserver observer;
+  observer.applied = [this](const engine::ApplyOutcome& o) { applied(o); };
+  observer.engine_failed = [](const std::string& why) {
+    spdlog::error(LogEvent("config.reload_failed")
+                      .add("error", why)
+                      .add("kept", "the running configuration")
+                      .str());
+  };
+  loop_ = std::make_unique<ApplyLoop>(std::make_unique<engine::Engine>(config_),
+                                      std::move(observer));
+  // Before the applying thread starts: the socket's creation sets the
+  // process's umask for a moment.
+  server_ = std::make_unique<ControlServer>(
+      io_, config_.control_socket, config_.control_socket_group,
+      make_commands(*loop_, info_), control_limits(config_));
+  // Watching starts before the first resync reads the tree, so nothing
+  // saved meanwhile falls between the two.
+  open_watcher();
+}
+
+Daemon::~Daemon() {
+  loop_->stop();
+  close_watcher();
+}
+
+int Daemon::run() {
+  loop_->start();
+  wait_signal();
+  schedule_resync();
+  schedule_watchdog();
+  schedule_delivery_poll();
+  io_.run();
+  // The apply running now finishes (an apply is never cut in half); what
+  // is still queued is dropped, to be found again by the next start's
+  // resync.
+  loop_->stop();
+  spdlog::info(LogEvent("daemon.stopped").str());
+  return 0;
+}
+
+void Daemon::wait_signal() {
+  signals_.async_wait([this](boost::system::error_code ec, int signo) {
+    if (ec) return;
+    if (signo == SIGHUP) {
+      reload();
+      wait_signal();
+    } else {
+      stop(signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
+  });
+}
+
+void Daemon::stop(const char* why) {
+  spdlog::info(LogEvent("daemon.stop").add("reason", why).str());
+  notifier_.stopping();
+  boost::system::error_code ignored;
+  signals_.cancel(ignored);
+  resync_timer_.cancel();
+  watchdog_timer_.cancel();
+  delivery_timer_.cancel();
+  close_watcher();
+  server_->close();
+  io_.stop();
+}
+
+void Daemon::reload() {
+  config::DaemonConfig fresh;
+  try {
+    fresh = config::load_daemon_config(config_file_);
+  } catch (const std::exception& e) {
+    spdlog::error(LogEvent("config.reload_failed")
+                      .add("error", e.what())
+                      .add("kept", "the running configuration")
+                      .str());
+    notifier_.status(
+        "configuration reload failed, running with the old "
+        "one: " +
+        std::string(e.what()));
+    return;
+  }
+  spdlog::info(
+      LogEvent("config.reload").add("config", config_file_.string()).str());
+  notifier_.reloading();
+
+  // Moving the socket would strand clients that found it where it was.
+  if (fresh.control_socket != config_.control_socket) {
+    spdlog::warn(LogEvent("config.restart_needed")
+                     .add("key", "control_socket")
+                     .add("kept", config_.control_socket.string())
+                     .str());
+    fresh.control_socket = config_.control_socket;
+  }
+  if (fresh.control_socket_group != config_.control_socket_group) {
+    try {
+      server_->set_group(fresh.control_socket_group);
+    } catch (const std::exception& e) {
+      spdlog::warn(LogEvent("control.group_failed")
+                       .add("group", fresh.control_socket_group)
+                       .add("error", e.what())
+                       .add("kept", config_.control_socket_group)
+                       .str());
+      fresh.control_socket_group = config_.control_socket_group;
+    }
+  }
+  server_->set_limits(control_limits(fresh));
+  bool moved = fresh.panel_root != config_.panel_root;
+  config_ = fresh;
+  if (moved)
+    open_watcher();
+  else if (watcher_)
+    watcher_->rescan();
+  schedule_resync();
+  loop_->reconfigure(config_, [this](const engine::ApplyOutcome&) {
+    notifier_.ready(current_status_line());
+  });
+}
+
+void Daemon::open_watcher() {
+  close_watcher();
+  try {
+    watcher_ = std::make_unique<PanelWatcher>(config_.panel_root);
+  } catch (const std::exception& e) {
+    // Without inotify the daemon still works from resyncs and reconcile
+    // requests, only later.
+    spdlog::warn(LogEvent("watch.failed")
+                     .add("path", config_.panel_root.string())
+                     .add("error", e.what())
+                     .add("kept", "resync every interval")
+                     .str());
+    return;
+  }
+  for (const auto& w : watcher_->rescan()) {
+    spdlog::warn(LogEvent("watch.failed").add("error", w).str());
+  }
+  watch_stream_ = std::make_unique<boost::asio::posix::stream_descriptor>(
+      io_, watcher_->fd());
+  spdlog::debug(LogEvent("watch.start")
+                    .add("path", config_.panel_root.string())
+                    .add("dirs", watcher_->watch_count())
+                    .str());
+  wait_panel();
+}
+
+void Daemon::close_watcher() {
+  if (watch_stream_) {
+    boost::system::error_code ignored;
+    watch_stream_->cancel(ignored);
+    watch_stream_->release();  // the watcher owns the descriptor
+    watch_stream_.reset();
+  }
+  watcher_.reset();
+}
+
+void Daemon::wait_panel() {
+  watch_stream_->async_wait(
+      boost::asio::posix::stream_descriptor::wait_read,
+      [this, stream = watch_stream_.get()](boost::system::error_code ec) {
+        if (ec || stream != watch_stream_.get())
+          return;  // cancelled, or a newer watcher took over
+        on_panel_readable();
+      });
+}
+
+void Daemon::on_panel_readable() {
+  PanelChanges changes;
+  try {
+    changes = watcher_->read_changes();
+  } catch (const std::exception& e) {
+    spdlog::warn(LogEvent("watch.failed")
+                     .add("error", e.what())
+                     .add("kept", "a new watcher and a resync")
+                     .str());
+    open_watcher();
+    resync("watch-failed");
+    return;
+  }
+  for (const auto& w : changes.warnings)
+    spdlog::warn(LogEvent("watch.failed").add("error", w).str());
+  if (!changes.paths.empty()) {
+    spdlog::debug(
+        LogEvent("watch.changes").add("paths", changes.paths.size()).str());
+    loop_->note_paths({changes.paths.begin(), changes.paths.end()});
+  }
+  if (changes.overflow) {
+    spdlog::warn(LogEvent("watch.overflow")
+                     .add("kept", "a full resync reads everything")
+                     .str());
+    resync("overflow");
+  }
+  wait_panel();
+}
+
+void Daemon::resync(const char* reason) {
+  spdlog::debug(LogEvent("resync.start").add("reason", reason).str());
+  if (watcher_) {
+    for (const auto& w : watcher_->rescan())
+      spdlog::warn(LogEvent("watch.failed").add("error", w).str());
+  }
+  loop_->resync(nullptr);
+}
+
+void Daemon::schedule_resync() {
+  resync_timer_.expires_after(config_.resync_interval);
+  resync_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    resync("interval");
+    schedule_resync();
+  });
+}
+
+void Daemon::schedule_watchdog() {
+  auto interval = notifier_.watchdog_interval();
+  if (!interval) return;
+  watchdog_timer_.expires_after(*interval / 2);
+  watchdog_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    auto busy = loop_->busy_since();
+    if (!busy || std::chrono::steady_clock::now() - *busy < kStuckApply) {
+      notifier_.watchdog();
+    }
+    schedule_watchdog();
+  });
+}
+
+void Daemon::schedule_delivery_poll() {
+  delivery_timer_.expires_after(kDeliveryPoll);
+  delivery_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;
+    loop_->run([](engine::Engine& engine) { engine.poll_deliveries(); });
+    schedule_delivery_poll();
+  });
+}
+
+std::string Daemon::current_status_line() const {
+  return status_line(
+      info_.complete(loop_->status(), loop_->applies(), loop_->queued()));
+}
+
+// On the applying thread, after each apply.
+void Daemon::applied(const engine::ApplyOutcome& outcome) {
+  outcome_log_.log(outcome);
+  info_.record(outcome);
+  std::string line = current_status_line();
+  if (!ready_.exchange(true)) {
+    spdlog::info(LogEvent("daemon.ready")
+                     .add("generation", outcome.report.generation)
+                     .add("result", outcome.result())
+                     .str());
+    notifier_.ready(line);
+  } else {
+    notifier_.status(line);
+  }
+}
+
+}  // namespace havenoro::daemon

@@ -1,0 +1,219 @@
+// Verifies the applying thread with a real Engine (candidates checked by
+// the real Exim, no Exim daemon to reload): coalescing, waiters, tasks,
+// reconfiguring and stopping.
+
+#include "havenoro_relay/daemon/apply_loop.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "test_dir.h"
+
+namespace havenoro::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using havenoro::testing::read_text;
+using havenoro::testing::write_text;
+
+const fs::path kSource = HAVENORO_SOURCE_DIR;
+
+class ApplyLoopTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    panel_ = tmp_.path() / "panel";
+    out_ = tmp_.path() / "out";
+    std::string conf = read_text(kSource / "exim-templates/exim4.conf.example");
+    const std::string from = "/etc/exim4/havenoro-relay";
+    for (size_t at = conf.find(from); at != std::string::npos;
+         at = conf.find(from, at)) {
+      conf.replace(at, from.size(), out_.string());
+    }
+    // A fixed name spares every Exim process a DNS lookup of this host.
+    write_text(tmp_.path() / "exim.conf",
+               "primary_hostname = mail.havenoro.test\n" + conf);
+    write_text(panel_ / "data/users/alice/user.json",
+               R"({"user":"alice","suspended":false})");
+    config_.panel_root = panel_;
+    config_.output_dir = out_;
+    config_.templates_dir = kSource / "exim-templates";
+    config_.exim_config = tmp_.path() / "exim.conf";
+    config_.exim_pid_file = tmp_.path() / "no-exim.pid";
+    config_.allow_private_relays = true;
+  }
+
+  std::unique_ptr<ApplyLoop> make_loop() {
+    ApplyObserver observer;
+    observer.applied = [this](const engine::ApplyOutcome&) { ++observed_; };
+    return std::make_unique<ApplyLoop>(
+        std::make_unique<engine::Engine>(config_), observer);
+  }
+
+  fs::path domain_file(const std::string& name) {
+    return panel_ / "data/users/alice/mail" / (name + ".json");
+  }
+
+  fs::path write_domain(const std::string& name, int port) {
+    write_text(domain_file(name),
+               R"({"domain":")" + name +
+                   R"(","smtp_relay":{"enabled":true,"host":"192.0.2.25",)"
+                   R"("port":)" +
+                   std::to_string(port) + "}}");
+    return domain_file(name);
+  }
+
+  std::string route(const std::string& name) {
+    auto text = read_text(out_ / "domains" / name / "smtp_relay.conf");
+    auto at = text.find("route: ");
+    return at == std::string::npos
+               ? ""
+               : text.substr(at + 7, text.find('\n', at) - at - 7);
+  }
+
+  // Waits (bounded) for the apply that answers a request.
+  static engine::ApplyOutcome wait_for(
+      std::future<engine::ApplyOutcome>& done) {
+    EXPECT_EQ(done.wait_for(60s), std::future_status::ready);
+    return done.get();
+  }
+
+  havenoro::testing::TestDir tmp_;
+  fs::path panel_;
+  fs::path out_;
+  config::DaemonConfig config_;
+  std::atomic<int> observed_{0};
+};
+
+ApplyDone into(std::promise<engine::ApplyOutcome>& promise) {
+  return [&promise](const engine::ApplyOutcome& o) { promise.set_value(o); };
+}
+
+// Verifies that the first apply is a full resync of what is on disk.
+TEST_F(ApplyLoopTest, StartsWithAFullResync) {
+  write_domain("a.example", 2525);
+  auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> first;
+  loop->resync(into(first));  // folded into the first apply
+  loop->start();
+  auto future = first.get_future();
+  auto o = wait_for(future);
+  EXPECT_TRUE(o.full);
+  EXPECT_TRUE(o.report.ok()) << o.report.errors.at(0);
+  EXPECT_EQ(route("a.example"), "192.0.2.25:2525");
+  EXPECT_EQ(loop->applies(), 1u);
+  EXPECT_EQ(observed_, 1);
+}
+
+// Verifies that a reconcile hears the apply that covered its domain.
+TEST_F(ApplyLoopTest, ReconcileHearsItsDomainsOutcome) {
+  auto loop = make_loop();
+  loop->start();
+  write_domain("b.example", 2526);
+  std::promise<engine::ApplyOutcome> done;
+  loop->reconcile_domain("b.example", into(done));
+  auto future = done.get_future();
+  auto o = wait_for(future);
+  bool found = false;
+  for (const auto& d : o.domains) {
+    if (d.domain == "b.example") {
+      found = true;
+      EXPECT_EQ(d.result, "applied");
+      EXPECT_EQ(d.route, "relay");
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_EQ(route("b.example"), "192.0.2.25:2526");
+}
+
+// Verifies that notes arriving while an apply runs are folded into the
+// next one: 200 notes cost a few applies, and the last write wins.
+TEST_F(ApplyLoopTest, FoldsABurstIntoAFewApplies) {
+  auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> started;
+  loop->resync(into(started));
+  loop->start();
+  auto first = started.get_future();
+  wait_for(first);
+  auto before = loop->applies();
+
+  for (int i = 0; i < 200; ++i) {
+    std::string name = "burst" + std::to_string(i % 20) + ".example";
+    loop->note_paths({write_domain(name, 3000 + i)});
+  }
+  std::promise<engine::ApplyOutcome> last;
+  loop->reconcile_domain("burst19.example", into(last));
+  auto future = last.get_future();
+  wait_for(future);
+  auto applies = loop->applies() - before;
+  std::cout << "200 notes took " << applies << " applies\n";
+  EXPECT_GE(applies, 1u);
+  EXPECT_LE(applies, 10u);
+  for (int d = 0; d < 20; ++d) {
+    EXPECT_EQ(route("burst" + std::to_string(d) + ".example"),
+              "192.0.2.25:" + std::to_string(3180 + d));
+  }
+}
+
+// Verifies that a task runs on the applying thread with the engine.
+TEST_F(ApplyLoopTest, RunsTasksOnTheApplyingThread) {
+  auto loop = make_loop();
+  loop->start();
+  std::promise<std::thread::id> ran;
+  loop->run([&ran](engine::Engine& e) {
+    e.plan();
+    ran.set_value(std::this_thread::get_id());
+  });
+  auto future = ran.get_future();
+  ASSERT_EQ(future.wait_for(60s), std::future_status::ready);
+  EXPECT_NE(future.get(), std::this_thread::get_id());
+}
+
+// Verifies that a tree that cannot be read fails once, without spinning.
+TEST_F(ApplyLoopTest, UnreadableTreeFailsWithoutRetryingAtOnce) {
+  config_.panel_root = tmp_.path() / "missing";
+  auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> done;
+  loop->resync(into(done));
+  loop->start();
+  auto future = done.get_future();
+  auto o = wait_for(future);
+  EXPECT_FALSE(o.report.ok());
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(loop->applies(), 1u);
+}
+
+// Verifies that a new configuration replaces the engine.
+TEST_F(ApplyLoopTest, ReconfigureUsesTheNewConfiguration) {
+  auto loop = make_loop();
+  loop->start();
+  write_text(tmp_.path() / "other/data/users/bob/user.json",
+             R"({"user":"bob","suspended":false})");
+  write_text(tmp_.path() / "other/data/users/bob/mail/c.example.json",
+             R"({"domain":"c.example"})");
+  auto other = config_;
+  other.panel_root = tmp_.path() / "other";
+  std::promise<engine::ApplyOutcome> done;
+  loop->reconfigure(other, into(done));
+  auto future = done.get_future();
+  EXPECT_TRUE(wait_for(future).full);
+  EXPECT_FALSE(loop->domain("c.example").is_null());
+}
+
+// Verifies that stopping answers requests no apply will take.
+TEST_F(ApplyLoopTest, StopAnswersWhatIsStillQueued) {
+  auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> done;
+  loop->reconcile_domain("d.example", into(done));
+  loop->stop();
+  auto future = done.get_future();
+  auto o = wait_for(future);
+  ASSERT_FALSE(o.report.ok());
+  EXPECT_EQ(o.report.errors.at(0), "havenoro-relayd stopped before applying");
+}
+
+}  // namespace
+}  // namespace havenoro::daemon

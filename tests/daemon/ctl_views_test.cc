@@ -1,0 +1,202 @@
+// Verifies havenoro-relayctl's tables and plan diff, as a person reads
+// them.
+
+#include <gtest/gtest.h>
+
+#include "havenoro_relay/ctl/text_table.h"
+#include "havenoro_relay/ctl/views.h"
+
+namespace havenoro::ctl {
+namespace {
+
+using nlohmann::json;
+
+json relay() {
+  return {{"host", "smtp.sendgrid.net"}, {"port", 587},
+          {"security", "auto"},          {"tls", "starttls"},
+          {"verify_certificate", true},  {"username", "apikey"},
+          {"password_set", true}};
+}
+
+// Verifies that columns line up and the last one is not padded.
+TEST(TextTable, AlignsColumns) {
+  TextTable t({"A", "LONGER", "X"});
+  t.add({"aaaa", "b", "c"});
+  EXPECT_EQ(t.str(), "A     LONGER  X\naaaa  b       c\n");
+}
+
+// Verifies that UTF-8 text counts by character, not byte.
+TEST(TextTable, CountsCharactersNotBytes) {
+  TextTable t;
+  t.add({"ä", "x"});
+  t.add({"ab", "y"});
+  EXPECT_EQ(t.str(), "ä   x\nab  y\n");
+}
+
+// Verifies a relay's one-phrase description, never a password.
+TEST(Views, RelayTextSaysEverythingButThePassword) {
+  EXPECT_EQ(relay_text(relay()),
+            "smtp.sendgrid.net:587, STARTTLS required, certificate "
+            "verified, user 'apikey', password set");
+  json v6 = relay();
+  v6["host"] = "2001:db8::25";
+  v6["tls"] = "none";
+  v6["username"] = "";
+  EXPECT_EQ(relay_text(v6), "[2001:db8::25]:587, plain text, no login");
+  EXPECT_EQ(relay_text(nullptr), "none (mail goes out directly)");
+}
+
+// Verifies the status table's rows and the rejected list.
+TEST(Views, StatusTable) {
+  json s = {
+      {"version", "0.1.0"},
+      {"pid", 99},
+      {"uptime_s", 3725},
+      {"generation", 42},
+      {"last_apply",
+       {{"result", "applied"},
+        {"at", "2024-05-01T12:00:01Z"},
+        {"took_ms", 12},
+        {"full", false},
+        {"changed_domains", {"a.example"}},
+        {"written", 1},
+        {"removed", 0},
+        {"errors", json::array()}}},
+      {"domains",
+       {{"relayed", 2}, {"default", 1}, {"suspended", 0}, {"rejected", 1}}},
+      {"server_relay", relay()},
+      {"exim",
+       {{"reloaded", true},
+        {"at", "2024-05-01T11:00:00Z"},
+        {"message", "exim pid 5 reloaded"}}},
+      {"errors",
+       {{{"domain", "bad.example"},
+         {"error", "smtp_relay.port: 0"},
+         {"first_seen", "2024-05-01T10:00:00Z"}}}}};
+  std::string t = status_view(s);
+  EXPECT_NE(t.find("Daemon             havenoro-relayd 0.1.0, pid 99, up 1h "
+                   "02m\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("Live generation    42\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("Last apply         applied at 2024-05-01T12:00:01Z in 12 "
+                   "ms\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("  changed          a.example\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("Domains            2 relayed, 1 default, 0 suspended, 1 "
+                   "rejected\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("Exim               reloaded at 2024-05-01T11:00:00Z: exim "
+                   "pid 5 reloaded\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("bad.example  2024-05-01T10:00:00Z  smtp_relay.port: 0"),
+            std::string::npos)
+      << t;
+}
+
+// Verifies the status of a daemon that has applied nothing yet.
+TEST(Views, StatusTableBeforeTheFirstApply) {
+  json s = {{"version", "0.1.0"},      {"pid", 1},
+            {"uptime_s", 5},           {"generation", 0},
+            {"last_apply", nullptr},   {"domains", json::object()},
+            {"server_relay", nullptr}, {"exim", nullptr},
+            {"errors", json::array()}};
+  std::string t = status_view(s);
+  EXPECT_NE(t.find("Last apply         none yet\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("not reloaded since the daemon started"), std::string::npos)
+      << t;
+}
+
+// Verifies the one-domain table.
+TEST(Views, DomainTable) {
+  json d = {{"domain", "a.example"}, {"user", "alice"},
+            {"route", "relay"},      {"reason", "relay of its own"},
+            {"relay", relay()},      {"last_error", nullptr}};
+  EXPECT_EQ(domain_view(d),
+            "Domain      a.example\n"
+            "User        alice\n"
+            "Route       relay\n"
+            "Why         relay of its own\n"
+            "Relay       smtp.sendgrid.net:587, STARTTLS required, "
+            "certificate verified, user 'apikey', password set\n"
+            "Last error  -\n");
+}
+
+// Verifies that deliveries, DKIM and warnings show when the daemon sends
+// them.
+TEST(Views, DomainTableWithDeliveries) {
+  json d = {{"domain", "a.example"},
+            {"route", "relay"},
+            {"dkim", {{"selector", "mail"}, {"signing", true}}},
+            {"warnings", {"smtp_relay.port: 25 is often blocked"}},
+            {"last_delivery",
+             {{"time", "2026-12-03 09:02:17"},
+              {"message_id", "1xZ2hd-00012N-0R"},
+              {"outcome", "delivered"},
+              {"host", "smtp.example [192.0.2.1]"},
+              {"response", "250 ok"}}},
+            {"last_failure", nullptr}};
+  std::string t = domain_view(d);
+  EXPECT_NE(t.find("DKIM           signing, selector mail\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("Warning        smtp_relay.port: 25 is often blocked\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("Last delivery  2026-12-03 09:02:17 delivered "
+                   "1xZ2hd-00012N-0R via smtp.example [192.0.2.1]: 250 ok\n"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("Last failure   -\n"), std::string::npos) << t;
+}
+
+// Verifies the domain list, one line per domain.
+TEST(Views, DomainListTable) {
+  json list = {{{"domain", "a.example"},
+                {"user", "alice"},
+                {"route", "relay"},
+                {"relay", relay()},
+                {"last_error", nullptr}},
+               {{"domain", "b.example"},
+                {"user", "bob"},
+                {"route", "rejected"},
+                {"last_error", {{"error", "port 0"}}}}};
+  EXPECT_EQ(domain_list_view(list),
+            "DOMAIN     USER   ROUTE     RELAY                  LAST ERROR\n"
+            "a.example  alice  relay     smtp.sendgrid.net:587  -\n"
+            "b.example  bob    rejected  -                      port 0\n");
+}
+
+// Verifies the plan as a diff of the output directory.
+TEST(Views, PlanIsADiff) {
+  json plan = {{"would_write", {"domains/new.example/smtp_relay.conf"}},
+               {"would_remove", {"domains/gone.example"}},
+               {"new_generation", false},
+               {"check", "passed"},
+               {"errors", json::array()},
+               {"problems", {"domain 'b.example' (user bob): port: 0"}}};
+  EXPECT_EQ(plan_view(plan),
+            "Exim check passed; no new generation, no Exim reload\n"
+            "--- live\n"
+            "+++ after the apply\n"
+            "+ domains/new.example/smtp_relay.conf\n"
+            "- domains/gone.example\n"
+            "rejected: domain 'b.example' (user bob): port: 0\n");
+}
+
+// Verifies the plan when nothing would change.
+TEST(Views, PlanWithNothingToDo) {
+  json plan = {{"would_write", json::array()},
+               {"would_remove", json::array()},
+               {"new_generation", false},
+               {"check", "passed"}};
+  EXPECT_EQ(plan_view(plan),
+            "Exim check passed; no new generation, no Exim reload\n"
+            "No file would change.\n");
+}
+
+}  // namespace
+}  // namespace havenoro::ctl

@@ -1,0 +1,79 @@
+// Verifies what the daemon adds to the Engine's status, and the one-line
+// summary systemd shows.
+
+#include "havenoro_relay/daemon/daemon_info.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+namespace havenoro::daemon {
+namespace {
+
+using nlohmann::json;
+
+json engine_status() {
+  return {
+      {"generation", 42},
+      {"domains",
+       {{"relayed", 12}, {"default", 4}, {"suspended", 1}, {"rejected", 1}}},
+      {"last_apply",
+       {{"result", "applied"},
+        {"at", "2024-05-01T12:00:01Z"},
+        {"took_ms", 12}}},
+      {"exim", nullptr}};
+}
+
+// Verifies the summary line's wording.
+TEST(StatusLine, SumsUpGenerationDomainsAndLastApply) {
+  EXPECT_EQ(status_line(engine_status()),
+            "generation 42; domains: 12 relayed, 4 default, 1 suspended, 1 "
+            "rejected; last apply applied at 2024-05-01T12:00:01Z in 12 ms");
+}
+
+// Verifies the summary before the first apply.
+TEST(StatusLine, SaysWhenNothingWasAppliedYet) {
+  json s = {{"generation", 0}, {"last_apply", nullptr}};
+  EXPECT_EQ(status_line(s),
+            "generation 0; domains: 0 relayed, 0 default, 0 suspended, 0 "
+            "rejected; first apply pending");
+}
+
+// Verifies the daemon's own keys.
+TEST(DaemonInfo, AddsProcessKeys) {
+  DaemonInfo info("/etc/havenoro-relayd/config.json");
+  auto s = info.complete(engine_status(), 3, 1);
+  EXPECT_EQ(s["pid"], ::getpid());
+  EXPECT_EQ(s["applies"], 3);
+  EXPECT_EQ(s["queued"], 1);
+  EXPECT_EQ(s["config_file"], "/etc/havenoro-relayd/config.json");
+  EXPECT_TRUE(s["uptime_s"].is_number());
+  EXPECT_TRUE(s["last_failure"].is_null());
+}
+
+// Verifies that Exim's last confirmed state survives applies that did
+// not reload it.
+TEST(DaemonInfo, KeepsLastEximReload) {
+  DaemonInfo info("/c.json");
+  engine::ApplyOutcome reload;
+  reload.report.new_generation = true;
+  reload.report.reloaded = true;
+  reload.report.exim_state = "exim pid 7 reloaded";
+  info.record(reload);
+  info.record(engine::ApplyOutcome{});
+  auto s = info.complete(engine_status(), 2, 0);
+  EXPECT_EQ(s["exim"]["reloaded"], true);
+  EXPECT_EQ(s["exim"]["message"], "exim pid 7 reloaded");
+}
+
+// Verifies that a failed apply is kept for status.
+TEST(DaemonInfo, KeepsLastFailure) {
+  DaemonInfo info("/c.json");
+  engine::ApplyOutcome failed;
+  failed.report.errors = {"panel tree '/x' cannot be read"};
+  info.record(failed);
+  auto s = info.complete(engine_status(), 1, 0);
+  EXPECT_EQ(s["last_failure"]["errors"][0], "panel tree '/x' cannot be read");
+}
+
+}  // namespace
+}  // namespace havenoro::daemon

@@ -1,0 +1,694 @@
+#!/usr/bin/python3
+"""End to end: havenoro-relayd as a daemon, and havenoro-relayctl.
+
+Each test class starts a private Exim (tests/support/harness.py) and the
+real daemon on a temporary panel tree and control socket
+(tests/support/daemon_harness.py). The daemon is never told about a save
+unless a test says so: it must see the panel's files change on its own.
+What it applied is read back from its output directory, the files Exim
+reads.
+
+Run: /usr/bin/python3 tests/integration/test_daemon.py [-v] [-k burst]
+HAVENORO_RELAYD and HAVENORO_RELAYCTL name the binaries (default build/);
+HAVENORO_KEEP_WORKDIR=1 keeps the temporary directories.
+"""
+
+import base64
+import grp
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+import daemon_harness as dh  # noqa: E402
+import harness as h  # noqa: E402
+
+SAVE_HOOK = h.REPO / "contrib" / "havenoro-save-hook"
+WAIT = 30  # seconds for the daemon to see and apply one change
+
+
+class DaemonTest(unittest.TestCase):
+    """A private Exim and one daemon, shared by a class's tests."""
+
+    relayd_overrides = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.binary = h.relayd_binary()
+        dh.relayctl_binary()  # missing is a failure, never a skip
+        cls.work = h.make_workdir(f"havenoro-{cls.__name__}-")
+        if not os.environ.get("HAVENORO_KEEP_WORKDIR"):
+            cls.addClassCleanup(h.remove_tree, cls.work)
+        cls.ca = h.TestCA(cls.work / "ca")
+        cls.panel = h.PanelTree(cls.work / "panel")
+        cls.output_dir = cls.work / "relay-out"
+        # No mail is sent here: the MX sink port only has to be valid.
+        cls.exim = h.EximInstance(cls.work, cls.output_dir, h.free_port())
+        cls.addClassCleanup(cls.exim.stop)
+        cls.exim.start()
+        cls.prepare_panel()
+        cls.daemon = cls.start_daemon()
+
+    @classmethod
+    def prepare_panel(cls):
+        """Writes what the tree holds before the daemon starts."""
+        cls.panel.write_user("alice")
+        cls.panel.write_server_relay(None)
+
+    @classmethod
+    def config(cls, **overrides):
+        merged = dict(cls.relayd_overrides)
+        merged.update(overrides)
+        return h.relayd_config(cls.panel, cls.exim, cls.ca, **merged)
+
+    @classmethod
+    def start_daemon(cls, name="relayd", **overrides):
+        daemon = dh.RelaydDaemon(cls.binary, cls.config(**overrides),
+                                 cls.work, name)
+        cls.addClassCleanup(daemon.kill)
+        daemon.wait_ready()
+        return daemon
+
+    # Reading back what the daemon applied.
+
+    def credential(self, domain):
+        """The domain's live credential file as a dict, or None."""
+        path = (self.output_dir / "default" if domain is None
+                else self.output_dir / "domains" / domain) / "smtp_relay.conf"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        fields = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.partition(": ")
+                fields[key] = value
+        return fields
+
+    def route_of(self, domain):
+        fields = self.credential(domain)
+        return fields and fields.get("route")
+
+    def wait_route(self, domain, port, timeout=WAIT):
+        want = f"localhost:{port}"
+        h.wait_until(lambda: self.route_of(domain) == want, timeout,
+                     f"{domain} to route to {want} (now "
+                     f"{self.route_of(domain)})")
+
+    def wait_no_relay(self, domain, timeout=WAIT):
+        h.wait_until(lambda: self.credential(domain) is None, timeout,
+                     f"{domain}'s relay to be removed")
+
+    def save(self, domain, port, user="alice", **relay):
+        self.panel.write_domain(user, domain, {"smtp_relay": h.relay_settings(
+            host="localhost", port=port, **relay)})
+
+    def domain_json(self, domain, port):
+        return json.dumps({"domain": domain, "smtp_relay": {
+            "enabled": True, "host": "localhost", "port": port}})
+
+
+class WatchTest(DaemonTest):
+    """The daemon sees the panel's saves on its own, however made."""
+
+    def test_saved_domain_is_applied_without_any_command(self):
+        """verifies a new domain file goes live with no reconcile sent."""
+        self.save("saved.example", 2601)
+        self.wait_route("saved.example", 2601)
+        route = self.exim.route("a@saved.example", "x@example.net")
+        self.assertEqual(route.router, "havenoro_relay", route)
+
+    def test_file_renamed_into_place_is_applied(self):
+        """verifies the panel's .tmp-and-rename save changes the relay."""
+        self.save("renamed.example", 2602)
+        self.wait_route("renamed.example", 2602)
+        self.save("renamed.example", 2603)  # PanelTree saves by rename
+        self.wait_route("renamed.example", 2603)
+
+    def test_file_written_in_place_is_applied(self):
+        """verifies an editor's in-place write counts once it is closed."""
+        self.panel.write_domain_raw("alice", "inplace.example",
+                                    self.domain_json("inplace.example", 2604))
+        self.wait_route("inplace.example", 2604)
+        self.panel.write_domain_raw("alice", "inplace.example",
+                                    self.domain_json("inplace.example", 2605))
+        self.wait_route("inplace.example", 2605)
+
+    def test_half_written_file_is_not_a_setting_until_it_parses(self):
+        """verifies a truncated file keeps the live relay until complete."""
+        self.save("half.example", 2606)
+        self.wait_route("half.example", 2606)
+        whole = self.domain_json("half.example", 2607)
+        self.panel.write_domain_raw("alice", "half.example", whole[:30])
+        h.wait_until(lambda: self.daemon.request(
+            "domain-get", domain="half.example")["arguments"]["last_error"],
+            WAIT, "the half-written file to be reported")
+        self.assertEqual(self.route_of("half.example"), "localhost:2606")
+        self.panel.write_domain_raw("alice", "half.example", whole)
+        self.wait_route("half.example", 2607)
+        reply = self.daemon.request("domain-get", domain="half.example")
+        self.assertIsNone(reply["arguments"]["last_error"], reply)
+
+    def test_deleted_domain_relay_is_removed(self):
+        """verifies removing a domain's file removes its relay."""
+        self.save("deleted.example", 2608)
+        self.wait_route("deleted.example", 2608)
+        self.panel.remove_domain("alice", "deleted.example")
+        self.wait_no_relay("deleted.example")
+        self.assertFalse((self.output_dir / "domains" /
+                          "deleted.example").exists())
+        reply = self.daemon.request("domain-get", domain="deleted.example")
+        self.assertEqual(reply["result"], 3, reply)
+
+    def test_new_user_directory_is_watched_as_it_appears(self):
+        """verifies a user created after start, then a second save in its
+        new mail directory, are both seen."""
+        self.panel.write_user("newuser")
+        self.save("first.newuser.example", 2609, user="newuser")
+        self.wait_route("first.newuser.example", 2609)
+        self.save("second.newuser.example", 2610, user="newuser")
+        self.wait_route("second.newuser.example", 2610)
+
+    def test_removed_user_directory_removes_its_relays(self):
+        """verifies deleting a whole user removes every relay it had."""
+        self.panel.write_user("leaving")
+        self.save("a.leaving.example", 2611, user="leaving")
+        self.save("b.leaving.example", 2612, user="leaving")
+        self.wait_route("a.leaving.example", 2611)
+        self.wait_route("b.leaving.example", 2612)
+        shutil.rmtree(self.panel.user_dir("leaving"))
+        self.wait_no_relay("a.leaving.example")
+        self.wait_no_relay("b.leaving.example")
+
+    def test_server_wide_file_is_applied(self):
+        """verifies conf/mail.json changes go live and away again."""
+        self.panel.write_server_relay(h.relay_settings(host="localhost",
+                                                       port=2613))
+        self.wait_route(None, 2613)
+        self.panel.write_server_relay(None)
+        self.wait_no_relay(None)
+
+    def test_suspending_the_user_is_seen(self):
+        """verifies a change of user.json re-reads that user's domains."""
+        self.panel.write_user("pausing")
+        self.save("pausing.example", 2614, user="pausing")
+        self.wait_route("pausing.example", 2614)
+        self.panel.write_user("pausing", suspended=True)
+        marker = self.output_dir / "suspended" / "pausing.example"
+        h.wait_until(marker.exists, WAIT, "the suspended marker")
+        self.assertIsNone(self.credential("pausing.example"))
+
+    def test_z_burst_of_200_saves_costs_a_few_applies(self):
+        """verifies 200 saves in a burst lead to a few applies and the
+        last save of every domain is what is live."""
+        domains = [f"burst{i:02d}.example" for i in range(20)]
+        self.panel.write_user("burst")
+        for d in domains:
+            self.save(d, 3000, user="burst")
+        for d in domains:
+            self.wait_route(d, 3000)
+        self.daemon.wait_idle()
+        before = self.daemon.applies()
+
+        last = {}
+        for i in range(200):
+            d = domains[i % len(domains)]
+            last[d] = 3100 + i
+            self.save(d, last[d], user="burst")
+        for d in domains:
+            self.wait_route(d, last[d], timeout=60)
+        self.daemon.wait_idle()
+        applies = self.daemon.applies() - before
+        print(f"\nburst: 200 saves of {len(domains)} domains took "
+              f"{applies} applies", file=sys.stderr)
+        self.assertGreaterEqual(applies, 1)
+        self.assertLessEqual(applies, 10)
+        for d in domains:
+            self.assertEqual(self.route_of(d), f"localhost:{last[d]}", d)
+
+
+class ControlSocketTest(DaemonTest):
+    """The control socket's protocol, limits and misbehaving clients."""
+
+    relayd_overrides = {"idle_timeout_s": 2, "max_request_bytes": 4096,
+                        "control_socket_group": h.EXIM_USER}
+    password = "Pw-Never-In-A-Reply-8731"
+
+    @classmethod
+    def prepare_panel(cls):
+        super().prepare_panel()
+        cls.panel.write_domain("alice", "secret.example", {
+            "smtp_relay": h.relay_settings(host="localhost", port=2701,
+                                           username="someone",
+                                           password=cls.password)})
+
+    def connect(self):
+        conn = dh.ControlConnection(self.daemon.socket, timeout=30)
+        self.addCleanup(conn.close)
+        return conn
+
+    def raw(self, command, **arguments):
+        """The reply line exactly as the daemon sent it."""
+        conn = self.connect()
+        doc = {"command": command, "arguments": arguments}
+        conn.send(json.dumps(doc) + "\n")
+        return conn.read_line()
+
+    def test_socket_is_0660_with_the_configured_group(self):
+        """verifies the socket's mode and group."""
+        st = os.stat(self.daemon.socket)
+        self.assertTrue(stat.S_ISSOCK(st.st_mode))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o660)
+        self.assertEqual(st.st_gid, grp.getgrnam(h.EXIM_USER).gr_gid)
+
+    def test_every_reply_has_the_same_envelope(self):
+        """verifies result, text and arguments in every reply."""
+        for command, args in (("status-get", {}), ("version-get", {}),
+                              ("domain-list", {}), ("nope", {}),
+                              ("domain-get", {"domain": "secret.example"})):
+            with self.subTest(command=command):
+                reply = json.loads(self.raw(command, **args))
+                self.assertEqual(set(reply), {"result", "text", "arguments"})
+                self.assertIsInstance(reply["result"], int)
+                self.assertIsInstance(reply["text"], str)
+                self.assertIsInstance(reply["arguments"], dict)
+
+    def test_not_json_gets_an_error_and_the_connection_stays(self):
+        """verifies a line that is not JSON is answered, then the next."""
+        conn = self.connect()
+        conn.send("hello daemon\n")
+        reply = json.loads(conn.read_line())
+        self.assertEqual(reply["result"], 4, reply)
+        self.assertEqual(conn.request("version-get")["result"], 0)
+
+    def test_unknown_command_is_named_in_the_reply(self):
+        """verifies an unknown command gets result 2."""
+        reply = self.connect().request("domain-explode")
+        self.assertEqual(reply["result"], 2, reply)
+        self.assertIn("domain-explode", reply["text"])
+
+    def test_bad_arguments_are_refused(self):
+        """verifies wrong types and bad names get result 4."""
+        conn = self.connect()
+        for command, args in (("reconcile", {"domain": 5}),
+                              ("reconcile", {"wait": "yes"}),
+                              ("reconcile", {"domain": "a.example",
+                                             "server": True}),
+                              ("domain-get", {"domain": "Not A Domain"}),
+                              ("domain-get", {})):
+            with self.subTest(command=command, args=args):
+                reply = conn.request(command, **args)
+                self.assertEqual(reply["result"], 4, reply)
+
+    def test_oversized_line_gets_an_error_and_is_closed(self):
+        """verifies a line past max_request_bytes is refused."""
+        conn = self.connect()
+        conn.send('{"command": "status-get", "x": "' + "x" * 5000)
+        reply = json.loads(conn.read_line())
+        self.assertEqual(reply["result"], 4, reply)
+        self.assertIn("4096", reply["text"])
+        self.assertTrue(conn.closed_by_peer(5))
+        self.assertEqual(self.daemon.request("version-get")["result"], 0)
+
+    def test_half_a_line_is_dropped_after_the_idle_timeout(self):
+        """verifies a client that stalls mid-line is closed, while
+        others are served meanwhile."""
+        stalled = self.connect()
+        stalled.send('{"command": "status-')
+        started = time.monotonic()
+        self.assertEqual(self.daemon.request("status-get")["result"], 0)
+        self.assertLess(time.monotonic() - started, 2)
+        self.assertTrue(stalled.closed_by_peer(10))
+        self.assertGreaterEqual(time.monotonic() - started, 1.5)
+
+    def test_silent_client_is_dropped_after_the_idle_timeout(self):
+        """verifies a connection that says nothing is closed."""
+        self.assertTrue(self.connect().closed_by_peer(10))
+
+    def test_many_clients_at_once_while_one_waits_for_an_apply(self):
+        """verifies 40 clients are served while a reconcile waits."""
+        results = []
+        errors = []
+
+        def ask(command, **args):
+            try:
+                results.append(self.daemon.request(command, **args))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=ask, args=("reconcile",),
+                                    kwargs={"domain": "secret.example",
+                                            "wait": True})]
+        threads += [threading.Thread(target=ask, args=("status-get",))
+                    for _ in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 41)
+        self.assertTrue(all(r["result"] == 0 for r in results), results)
+
+    def test_reconcile_waits_for_the_outcome_of_its_domain(self):
+        """verifies reconcile with wait reports applied or rejected."""
+        self.save("reconciled.example", 2702)
+        reply = self.daemon.request("reconcile", domain="reconciled.example",
+                                    wait=True)
+        self.assertEqual(reply["result"], 0, reply)
+        self.assertEqual(self.route_of("reconciled.example"),
+                         "localhost:2702")
+        self.save("reconciled.example", 70000)
+        reply = self.daemon.request("reconcile", domain="reconciled.example",
+                                    wait=True)
+        self.assertEqual(reply["result"], 1, reply)
+        self.assertIn("smtp_relay.port", reply["text"])
+        self.assertNotIn("\n", reply["text"])
+        self.assertEqual(self.route_of("reconciled.example"),
+                         "localhost:2702")  # the last good one stays
+
+    def test_reconcile_without_wait_answers_at_once(self):
+        """verifies a reconcile that does not wait is queued."""
+        reply = self.daemon.request("reconcile")
+        self.assertEqual(reply["result"], 0, reply)
+        self.assertIn("queued", reply["text"])
+
+    def test_config_test_applies_nothing(self):
+        """verifies config-test reports a missing file and leaves it."""
+        self.save("planned.example", 2703)
+        self.wait_route("planned.example", 2703)
+        self.daemon.wait_idle()
+        live = self.output_dir / "domains" / "planned.example" / \
+            "smtp_relay.conf"
+        live.unlink()  # behind the daemon's back
+        reply = self.daemon.request("config-test")
+        self.assertEqual(reply["result"], 0, reply)
+        self.assertIn("domains/planned.example/smtp_relay.conf",
+                      reply["arguments"]["would_write"])
+        self.assertFalse(live.exists())
+        self.daemon.request("reconcile", domain="planned.example", wait=True)
+        self.assertTrue(live.exists())
+
+    def test_status_get_has_the_documented_keys(self):
+        """verifies status-get carries what docs/control-protocol.md
+        lists."""
+        status = self.daemon.status()
+        for key in ("version", "uptime_s", "generation", "last_apply",
+                    "domains", "server_relay", "exim", "errors", "pid",
+                    "applies", "queued"):
+            self.assertIn(key, status)
+        for key in ("at", "took_ms", "result", "changed_domains"):
+            self.assertIn(key, status["last_apply"])
+        for key in ("relayed", "default", "rejected"):
+            self.assertIn(key, status["domains"])
+        self.assertTrue(status["exim"]["reloaded"], status["exim"])
+
+    def test_no_password_in_any_reply(self):
+        """verifies no reply carries the password, plain or base64."""
+        encoded = base64.b64encode(self.password.encode()).decode()
+        lines = [self.raw("status-get"), self.raw("domain-list"),
+                 self.raw("domain-get", domain="secret.example"),
+                 self.raw("config-test"),
+                 self.raw("reconcile", domain="secret.example", wait=True),
+                 self.raw("reconcile", wait=True)]
+        for line in lines:
+            self.assertNotIn(self.password, line)
+            self.assertNotIn(encoded, line)
+        domain = json.loads(lines[2])["arguments"]
+        self.assertEqual(domain["relay"]["username"], "someone")
+        self.assertNotIn(self.password, self.daemon.log_text())
+
+    def test_sighup_rereads_the_configuration(self):
+        """verifies SIGHUP applies a new configuration and keeps the old
+        one when the new one is broken."""
+        good = dict(self.daemon.config)
+        self.daemon.write_config({**good, "resync_interval_s": 600})
+        self.daemon.signal(signal.SIGHUP)
+        h.wait_until(lambda: self.daemon.log_events("config.reload"), WAIT,
+                     "config.reload in the log")
+        self.daemon.write_config({**good, "no_such_key": 1})
+        self.daemon.signal(signal.SIGHUP)
+        h.wait_until(lambda: self.daemon.log_events("config.reload_failed"),
+                     WAIT, "config.reload_failed in the log")
+        self.assertEqual(self.daemon.request("version-get")["result"], 0)
+        self.daemon.write_config(good)
+
+
+class LifecycleTest(DaemonTest):
+    """Start, refusal to share a socket, and a clean stop."""
+
+    def test_a_second_daemon_does_not_take_a_live_socket(self):
+        """verifies a daemon refuses a socket another one answers on."""
+        other = dh.RelaydDaemon(self.binary, self.config(
+            control_socket=str(self.daemon.socket),
+            output_dir=str(self.work / "other-out")), self.work, "other")
+        self.addCleanup(other.kill)
+        h.wait_until(lambda: not other.running(), WAIT, "it to give up")
+        self.assertNotEqual(other.stop(), 0)
+        self.assertIn("another havenoro-relayd answers", other.log_text())
+        self.assertEqual(self.daemon.request("version-get")["result"], 0)
+
+    def test_z_sigterm_stops_cleanly_and_removes_the_socket(self):
+        """verifies SIGTERM: exit 0, socket gone, a live generation left
+        whole; a stale socket does not stop the next start."""
+        self.save("stopping.example", 2801)
+        self.wait_route("stopping.example", 2801)
+        self.assertEqual(self.daemon.stop(), 0, self.daemon.log_text())
+        self.assertFalse(self.daemon.socket.exists())
+        current = self.output_dir / "current"
+        self.assertTrue((current / "generation.conf").exists())
+        self.assertTrue(self.daemon.log_events("daemon.stop"))
+
+        # A daemon killed outright leaves its socket file behind.
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(str(self.daemon.socket))
+        stale.close()
+        again = self.start_daemon("again",
+                                  control_socket=str(self.daemon.socket))
+        self.assertEqual(again.request("version-get")["result"], 0)
+        self.assertEqual(again.stop(), 0)
+
+
+class SystemdTest(DaemonTest):
+    """What systemd hears (sd_notify) and sees in the journal."""
+
+    @classmethod
+    def start_daemon(cls, name="relayd", **overrides):
+        cls.notify = dh.NotifySocket(cls.work / "notify.sock")
+        cls.addClassCleanup(cls.notify.close)
+        daemon = dh.RelaydDaemon(cls.binary, cls.config(**overrides),
+                                 cls.work, name, env={
+                                     "NOTIFY_SOCKET": str(cls.notify.path),
+                                     "WATCHDOG_USEC": "1000000",
+                                     "JOURNAL_STREAM": "8:12345"})
+        cls.addClassCleanup(daemon.kill)
+        cls.ready = cls.notify.wait_for("READY=1", 60)
+        return daemon
+
+    def test_a_ready_after_the_first_apply_with_a_status_line(self):
+        """verifies READY=1 comes with a one-line STATUS= summary."""
+        self.assertRegex(self.ready["STATUS"],
+                         r"^generation 1; domains: .*; last apply applied "
+                         r"at \S+ in \d+ ms$")
+
+    def test_b_status_follows_each_apply(self):
+        """verifies STATUS= is sent again after an apply."""
+        self.save("status.example", 3001)
+        message = self.notify.wait_until(
+            lambda m: "1 relayed" in m.get("STATUS", ""), WAIT,
+            "a STATUS= with the new domain")
+        self.assertNotIn("READY", message)
+
+    def test_c_watchdog_is_fed(self):
+        """verifies WATCHDOG=1 arrives at half the watchdog interval."""
+        self.notify.wait_for("WATCHDOG=1", 3)
+        self.notify.wait_for("WATCHDOG=1", 3)
+
+    def test_d_reload_says_reloading_then_ready(self):
+        """verifies SIGHUP: RELOADING=1, then READY=1 after the resync."""
+        self.daemon.signal(signal.SIGHUP)
+        self.notify.wait_for("RELOADING=1", WAIT)
+        self.notify.wait_for("READY=1", WAIT)
+
+    def test_e_journal_lines_have_a_priority_and_no_timestamp(self):
+        """verifies the log format under systemd."""
+        lines = self.daemon.log_text().splitlines()
+        self.assertTrue(lines)
+        for line in lines:
+            self.assertRegex(line, r"^<[2-7]>[a-z_]+\.[a-z_]+( |$)")
+        self.assertTrue(any(line.startswith("<6>daemon.ready ")
+                            for line in lines), lines)
+
+    def test_z_stop_says_stopping(self):
+        """verifies SIGTERM: STOPPING=1 and exit 0."""
+        self.daemon.signal(signal.SIGTERM)
+        self.notify.wait_for("STOPPING=1", WAIT)
+        self.assertEqual(self.daemon.stop(), 0)
+
+
+class RelayctlTest(DaemonTest):
+    """havenoro-relayctl against the daemon: the panel's contract."""
+
+    @classmethod
+    def prepare_panel(cls):
+        super().prepare_panel()
+        cls.panel.write_domain("alice", "table.example", {
+            "smtp_relay": h.relay_settings(host="localhost", port=2901,
+                                           username="apikey",
+                                           password="Ctl-Secret-55")})
+
+    def ctl(self, *args):
+        return self.daemon.ctl(*args)
+
+    def test_reconcile_wait_exits_0_when_applied(self):
+        """verifies exit 0, the outcome on stdout, nothing on stderr."""
+        self.save("ok.example", 2902)
+        cp = self.ctl("reconcile", "--domain", "ok.example", "--wait")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("ok.example", cp.stdout)
+        self.assertEqual(cp.stderr, "")
+        self.assertEqual(self.route_of("ok.example"), "localhost:2902")
+
+    def test_reconcile_wait_exits_1_with_the_reason_on_one_line(self):
+        """verifies exit 1 and one stderr line naming the field."""
+        self.save("bad.example", 0)
+        cp = self.ctl("reconcile", "--domain", "bad.example", "--wait")
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertEqual(len(cp.stderr.splitlines()), 1, cp.stderr)
+        self.assertIn("bad.example", cp.stderr)
+        self.assertIn("smtp_relay.port", cp.stderr)
+        self.assertEqual(cp.stdout, "")
+
+    def test_reconcile_exits_2_when_the_daemon_is_unreachable(self):
+        """verifies exit 2 and one stderr line without a daemon."""
+        cp = dh.run_ctl("--socket", self.work / "nobody.sock", "reconcile",
+                        "--domain", "ok.example", "--wait")
+        self.assertEqual(cp.returncode, 2, cp.stdout + cp.stderr)
+        self.assertEqual(len(cp.stderr.splitlines()), 1, cp.stderr)
+
+    def test_a_daemon_that_does_not_answer_is_unreachable(self):
+        """verifies --timeout bounds the wait for a silent socket."""
+        path = self.work / "silent.sock"
+        silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(silent.close)
+        silent.bind(str(path))
+        silent.listen(4)
+        started = time.monotonic()
+        cp = dh.run_ctl("--socket", path, "--timeout", "1", "status",
+                        timeout=30)
+        self.assertEqual(cp.returncode, 2, cp.stderr)
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_reconcile_server_wide_relay(self):
+        """verifies --server reconciles conf/mail.json."""
+        self.panel.write_server_relay(h.relay_settings(host="localhost",
+                                                       port=2903))
+        cp = self.ctl("reconcile", "--server", "--wait")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(self.route_of(None), "localhost:2903")
+        self.panel.write_server_relay(None)
+        self.assertEqual(self.ctl("reconcile", "--server", "--wait")
+                         .returncode, 0)
+
+    def test_reconcile_json_parses(self):
+        """verifies --json prints the whole reply as JSON."""
+        cp = self.ctl("--json", "reconcile", "--domain", "table.example",
+                      "--wait")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        reply = json.loads(cp.stdout)
+        self.assertEqual(reply["result"], 0)
+        self.assertIn("apply", reply["arguments"])
+
+    def test_status_json_parses(self):
+        """verifies status --json, as the panel's status page reads it."""
+        cp = self.ctl("status", "--json")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        status = json.loads(cp.stdout)["arguments"]
+        self.assertGreaterEqual(status["generation"], 1)
+        self.assertGreaterEqual(status["domains"]["relayed"], 1)
+
+    def test_status_table_for_a_person(self):
+        """verifies the status table's rows."""
+        cp = self.ctl("status")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        for label in ("Daemon", "Live generation", "Last apply", "Domains",
+                      "Server-wide relay", "Exim"):
+            self.assertRegex(cp.stdout, rf"(?m)^{label}  ")
+
+    def test_domain_table_for_a_person(self):
+        """verifies `domain D` shows route, relay and no password."""
+        cp = self.ctl("domain", "table.example")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertRegex(cp.stdout, r"(?m)^Route +relay$")
+        self.assertIn("localhost:2901", cp.stdout)
+        self.assertIn("user 'apikey', password set", cp.stdout)
+        self.assertNotIn("Ctl-Secret-55", cp.stdout)
+        cp = self.ctl("domain", "unknown.example")
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("unknown.example", cp.stderr)
+
+    def test_domains_table_for_a_person(self):
+        """verifies the domain list has a header and one line each."""
+        cp = self.ctl("domains")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        lines = cp.stdout.splitlines()
+        self.assertRegex(lines[0], r"^DOMAIN +USER +ROUTE +RELAY +LAST ERROR")
+        self.assertTrue(any(line.startswith("table.example ")
+                            for line in lines))
+
+    def test_plan_shows_what_would_change(self):
+        """verifies plan prints a diff and applies nothing."""
+        live = self.output_dir / "domains" / "table.example" / \
+            "smtp_relay.conf"
+        self.daemon.wait_idle()
+        live.unlink()
+        cp = self.ctl("plan")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("+ domains/table.example/smtp_relay.conf", cp.stdout)
+        self.assertFalse(live.exists())
+        self.ctl("reconcile", "--domain", "table.example", "--wait")
+        self.assertTrue(live.exists())
+        self.assertIn("No file would change", self.ctl("plan").stdout)
+
+    def test_version(self):
+        """verifies version names the daemon's version."""
+        cp = self.ctl("version")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("havenoro-relayd", cp.stdout)
+
+    def test_bad_command_line_exits_64(self):
+        """verifies a usage error is not mistaken for a rejection."""
+        self.assertEqual(self.ctl("reconcile", "--bogus").returncode, 64)
+
+    def test_save_hook_script(self):
+        """verifies contrib/havenoro-save-hook's statuses 0, 1 and 2."""
+        env = {**os.environ, "HAVENORO_RELAYCTL": str(dh.relayctl_binary()),
+               "HAVENORO_RELAYD_SOCKET": str(self.daemon.socket)}
+
+        def hook(*args, **extra):
+            return subprocess.run([str(SAVE_HOOK), *args], env={**env,
+                                   **extra}, capture_output=True, text=True,
+                                  timeout=180)
+
+        self.save("hook.example", 2904)
+        self.assertEqual(hook("hook.example").returncode, 0)
+        self.save("hook.example", 99999)
+        cp = hook("hook.example")
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("smtp_relay.port", cp.stderr)
+        cp = hook("hook.example",
+                  HAVENORO_RELAYD_SOCKET=str(self.work / "none.sock"))
+        self.assertEqual(cp.returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
