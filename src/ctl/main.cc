@@ -79,7 +79,50 @@ struct ReconcileArgs {
   std::string domain;
   bool server = false;
   bool wait = false;
+  bool confirm_removals = false;
+  bool release_pin = false;
 };
+
+struct TestArgs {
+  std::string domain;
+  bool server = false;
+  std::string to;
+};
+
+void add_test_command(CLI::App& app, const Options& o, int& status) {
+  auto* test = app.add_subcommand(
+      "test", "probe a domain's relay (the panel's Test button)");
+  auto t = std::make_shared<TestArgs>();
+  auto* name = test->add_option("domain", t->domain, "the domain");
+  test->add_flag("--server,--default", t->server, "the server-wide relay")
+      ->excludes(name);
+  test->add_option("--to", t->to,
+                   "also send a test message there through Exim");
+  test->callback([&o, &status, t] {
+    json args = json::object();
+    if (!t->domain.empty()) args["domain"] = t->domain;
+    if (!t->to.empty()) args["to"] = t->to;
+    if (t->domain.empty() && !t->server) {
+      std::cerr << "give a domain, or --server\n";
+      status = kUsage;
+      return;
+    }
+    status = call(o, 60, "relay-test", args, ctl::relay_test_view);
+  });
+}
+
+void add_rollback_command(CLI::App& app, const Options& o, int& status) {
+  auto* rollback = app.add_subcommand(
+      "rollback", "make an earlier generation of the snippets live again");
+  auto generation = std::make_shared<unsigned long>(0);
+  rollback->add_option("generation", *generation,
+                       "which one (default: the one before the live one)");
+  rollback->callback([&o, &status, generation] {
+    json args = json::object();
+    if (*generation != 0) args["generation"] = *generation;
+    status = call(o, 60, "rollback", args, nullptr);
+  });
+}
 
 void add_commands(CLI::App& app, const Options& o, int& status) {
   auto* reconcile = app.add_subcommand(
@@ -91,8 +134,14 @@ void add_commands(CLI::App& app, const Options& o, int& status) {
       ->excludes(domain_opt);
   reconcile->add_flag("--wait", r->wait,
                       "wait until the change is applied or rejected");
+  reconcile->add_flag("--confirm-removals", r->confirm_removals,
+                      "remove relay domains even if most vanished at once");
+  reconcile->add_flag("--release-pin", r->release_pin,
+                      "end a rollback: render the snippets again");
   reconcile->callback([&o, &status, r] {
     json args = {{"wait", r->wait}};
+    if (r->confirm_removals) args["confirm_removals"] = true;
+    if (r->release_pin) args["release_pin"] = true;
     if (!r->domain.empty()) args["domain"] = r->domain;
     if (r->server) args["server"] = true;
     status = call(o, r->wait ? 120 : 10, "reconcile", args, nullptr);
@@ -121,6 +170,9 @@ void add_commands(CLI::App& app, const Options& o, int& status) {
       ->callback([&o, &status] {
         status = call(o, 60, "config-test", json::object(), ctl::plan_view);
       });
+
+  add_test_command(app, o, status);
+  add_rollback_command(app, o, status);
 
   app.add_subcommand("version", "the daemon's version")
       ->callback([&o, &status] {

@@ -203,4 +203,33 @@ std::string plan_view(const json& plan) {
   return out;
 }
 
+std::string relay_test_view(const json& result) {
+  const json& p = member(result, "probe");
+  TextTable steps({"step", "ok", "ms", "detail"});
+  for (const auto& step : member(p, "steps")) {
+    steps.add({text(step, "name"), step.value("ok", false) ? "yes" : "NO",
+               std::to_string(step.value("took_ms", 0)),
+               text(step, "detail", "")});
+  }
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"relay", text(p, "relay")}, {"tls", text(p, "tls_mode")}};
+  if (const json& tls = member(p, "tls"); tls.is_object()) {
+    rows.push_back({"certificate", text(tls, "subject")});
+    rows.push_back({"issuer", text(tls, "issuer")});
+    rows.push_back({"verified", tls.value("verified", false) ? "yes" : "no"});
+  }
+  rows.push_back({"auth", text(p, "auth_mechanism")});
+  if (const json& m = member(result, "message"); m.is_object()) {
+    rows.push_back(
+        {"test message", fmt::format("{} {} ({})", text(m, "message_id"),
+                                     text(m, "outcome"), text(m, "response"))});
+  }
+  rows.push_back({"verdict", text(p, "verdict")});
+  std::string transcript;
+  for (const auto& line : member(p, "transcript")) {
+    transcript += "  " + line.get<std::string>() + "\n";
+  }
+  return steps.str() + "\n" + key_values(rows) + "\ntranscript:\n" + transcript;
+}
+
 }  // namespace havenoro::ctl

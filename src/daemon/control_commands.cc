@@ -1,8 +1,10 @@
 #include "havenoro_relay/daemon/control_commands.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "havenoro_relay/daemon/reconcile_reply.h"
+#include "havenoro_relay/daemon/relay_test.h"
 #include "havenoro_relay/panel/domain_settings.h"
 
 namespace havenoro::daemon {
@@ -90,9 +92,33 @@ ReconcileTarget reconcile_target(const json& args) {
   return {};
 }
 
+// A full reconcile that confirms a held-back mass removal or ends a
+// rollback's pin runs as a task with those options; it always waits.
+void forced_resync(ApplyLoop& loop, engine::Engine::ResyncOptions options,
+                   Responder respond) {
+  loop.run([&loop, options, respond](engine::Engine& engine) {
+    try {
+      respond(reconcile_reply(engine.resync(options), {}, loop.status()));
+    } catch (const std::exception& e) {
+      respond(make_reply(Result::kError, e.what()));
+    }
+  });
+}
+
 void reconcile(ApplyLoop& loop, const json& args, Responder respond) {
   auto target = reconcile_target(args);
   bool wait = flag_argument(args, "wait");
+  engine::Engine::ResyncOptions options{flag_argument(args, "confirm_removals"),
+                                        flag_argument(args, "release_pin")};
+  if (options.confirm_removals || options.release_pin) {
+    if (target.kind != ReconcileTarget::Kind::kAll) {
+      throw ArgumentError(
+          "\"confirm_removals\" and \"release_pin\" apply to a full "
+          "reconcile only");
+    }
+    forced_resync(loop, options, respond);
+    return;
+  }
   ApplyDone done;
   if (wait) {
     done = [&loop, target, respond](const engine::ApplyOutcome& outcome) {
@@ -122,6 +148,34 @@ Reply plan_reply(json plan) {
   return {passed ? Result::kSuccess : Result::kError, text, std::move(plan)};
 }
 
+void rollback(ApplyLoop& loop, const json& args, Responder respond) {
+  std::optional<unsigned long> generation;
+  if (auto it = args.find("generation"); it != args.end()) {
+    if (!it->is_number_unsigned() || it->get<unsigned long>() == 0) {
+      throw ArgumentError("\"generation\" must be a generation number");
+    }
+    generation = it->get<unsigned long>();
+  }
+  loop.run([generation, respond](engine::Engine& engine) {
+    auto outcome = engine.rollback(generation);
+    const auto& r = outcome.report;
+    json args = {{"generation", r.generation}, {"pinned", r.pinned},
+                 {"reloaded", r.reloaded},     {"exim", r.exim_state},
+                 {"errors", r.errors},         {"kept", engine.generations()}};
+    if (!r.ok()) {
+      respond({Result::kError,
+               fmt::format("rollback failed: {}", fmt::join(r.errors, "; ")),
+               std::move(args)});
+      return;
+    }
+    respond({Result::kSuccess,
+             fmt::format("generation {} is live and pinned; a reconcile "
+                         "with release_pin renders the snippets again",
+                         r.generation),
+             std::move(args)});
+  });
+}
+
 void config_test(ApplyLoop& loop, Responder respond) {
   loop.run([respond](engine::Engine& engine) {
     try {
@@ -148,6 +202,12 @@ CommandTable make_commands(ApplyLoop& loop, const DaemonInfo& info) {
        checked([&loop](const json& a, Responder r) { reconcile(loop, a, r); })},
       {"config-test",
        [&loop](const json&, Responder r) { config_test(loop, r); }},
+      {"rollback",
+       checked([&loop](const json& a, Responder r) { rollback(loop, a, r); })},
+      {"relay-test", checked([&loop](const json& a, Responder r) {
+         if (a.contains("domain")) domain_argument(a);
+         relay_test(loop, a, r);
+       })},
   };
 }
 

@@ -88,6 +88,19 @@ Parsed<std::optional<RelaySettings>> read_server(const fs::path& root,
   return parse_server_settings(*text, rules);
 }
 
+std::vector<DomainEntry> find_domain(const fs::path& root,
+                                     const std::string& name,
+                                     const RelayRules& rules) {
+  std::vector<DomainEntry> found;
+  std::error_code ec;
+  for (const auto& user : list_names(users_dir(root), true)) {
+    if (fs::exists(users_dir(root) / user / "mail" / (name + ".json"), ec)) {
+      found.push_back(read_domain(root, user, name, rules));
+    }
+  }
+  return found;
+}
+
 PanelSnapshot read_panel(const fs::path& root, const RelayRules& rules) {
   std::error_code ec;
   if (!fs::is_directory(users_dir(root), ec)) {

@@ -690,5 +690,117 @@ class RelayctlTest(DaemonTest):
         self.assertEqual(cp.returncode, 2)
 
 
+class RelayTestCommandTest(DaemonTest):
+    """The panel's Test button, through the CLI: `havenoro-relayctl test`.
+
+    Settings are read as the panel stored them; the probe's verdict, the
+    failed step and the test message's fate come back, never the password.
+    """
+
+    PASSWORD = "Test-Button-Secret-9x"
+
+    @classmethod
+    def prepare_panel(cls):
+        super().prepare_panel()
+        cls.relay = h.Relay(cls.work, "relay-test", ca=cls.ca,
+                            check_accounts=True)
+        cls.addClassCleanup(cls.relay.stop)
+        cls.relay.add_account("tester", cls.PASSWORD)
+        cls.sink = h.Relay(cls.work, "sink-test", mode="plain",
+                           mechanisms="", ca=cls.ca)
+        cls.addClassCleanup(cls.sink.stop)
+        cls.panel.write_domain("alice", "button.example", {
+            "smtp_relay": h.relay_settings(
+                cls.relay, username="tester", password=cls.PASSWORD)})
+        cls.panel.write_domain("alice", "wrongpw.example", {
+            "smtp_relay": h.relay_settings(
+                cls.relay, username="tester", password="not-it")})
+        cls.panel.write_domain("alice", "nothing.example", {
+            "smtp_relay": h.relay_settings(host="localhost",
+                                           port=h.free_port())})
+
+    def assertNoSecret(self, cp):
+        for text in (cp.stdout, cp.stderr):
+            self.assertNotIn(self.PASSWORD, text)
+            self.assertNotIn(
+                base64.b64encode(self.PASSWORD.encode()).decode(), text)
+
+    def test_working_relay_says_works_with_every_step(self):
+        """verifies exit 0, the verdict and the steps, as a table and as
+        JSON that parses."""
+        cp = self.daemon.ctl("test", "button.example")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("verdict", cp.stdout)
+        self.assertIn("works", cp.stdout)
+        self.assertIn("<redacted>", cp.stdout)
+        self.assertNoSecret(cp)
+        cp = self.daemon.ctl("--json", "test", "button.example")
+        doc = json.loads(cp.stdout)
+        steps = [s["name"] for s in doc["arguments"]["probe"]["steps"]]
+        self.assertIn("auth", steps)
+        self.assertTrue(doc["arguments"]["probe"]["works"])
+        self.assertNoSecret(cp)
+
+    def test_refused_password_names_the_auth_step(self):
+        """verifies exit 1 and one stderr line naming the failed step."""
+        cp = self.daemon.ctl("test", "wrongpw.example")
+        self.assertEqual(cp.returncode, 1, cp.stdout)
+        self.assertEqual(len(cp.stderr.strip().splitlines()), 1, cp.stderr)
+        self.assertIn("auth", cp.stderr)
+        self.assertIn("535", cp.stderr)
+        self.assertNoSecret(cp)
+
+    def test_nothing_listening_is_said_so(self):
+        cp = self.daemon.ctl("test", "nothing.example")
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("nothing listening", cp.stderr)
+
+    def test_unknown_domain_is_refused(self):
+        cp = self.daemon.ctl("test", "unknown.example")
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("not in the panel", cp.stderr)
+
+    def test_to_sends_a_real_message_through_exim(self):
+        """verifies --to: the message takes the live route to the relay and
+        is reported delivered with its Exim id."""
+        self.daemon.wait_idle()
+        cp = self.daemon.ctl("--json", "test", "button.example", "--to",
+                             "someone@example.net")
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        message = json.loads(cp.stdout)["arguments"]["message"]
+        self.assertEqual(message["outcome"], "delivered", message)
+        self.assertEqual(message["router"], "havenoro_relay")
+        self.assertTrue(message["message_id"])
+        self.assertNoSecret(cp)
+
+    def test_bad_to_address_is_refused(self):
+        cp = self.daemon.ctl("test", "button.example", "--to", "a b@c")
+        self.assertEqual(cp.returncode, 1)
+
+
+class RollbackTest(DaemonTest):
+    """`havenoro-relayctl rollback`: the previous generation goes live and
+    stays pinned until a reconcile releases it."""
+
+    def test_rollback_then_release(self):
+        first = os.readlink(self.output_dir / "current")
+        # A daemon setting that shapes the snippets makes a new generation.
+        self.daemon.write_config(self.config(connect_timeout_s=9))
+        self.daemon.signal(signal.SIGHUP)
+        h.wait_until(lambda: os.readlink(self.output_dir / "current") !=
+                     first, WAIT, "a new generation")
+        self.daemon.wait_idle()
+        cp = self.daemon.ctl("rollback")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(os.readlink(self.output_dir / "current"), first)
+        self.assertIn("pinned", cp.stdout)
+        cp = self.daemon.ctl("reconcile", "--release-pin", "--wait")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertNotEqual(os.readlink(self.output_dir / "current"), first)
+        cp = self.daemon.ctl("rollback", "999")
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("not kept", cp.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -20,6 +20,10 @@ std::string plan_view(const nlohmann::json& plan);
 
 /// A relay as one phrase: "smtp.example.net:587, STARTTLS required,
 /// certificate verified, user 'apikey', password set". Never a password.
+/// The outcome of `test`: each step with its time, the certificate, the
+/// transcript, the test message, and the verdict.
+std::string relay_test_view(const nlohmann::json& result);
+
 std::string relay_text(const nlohmann::json& relay);
 
 }  // namespace havenoro::ctl

@@ -51,6 +51,12 @@ DomainEntry read_domain(const std::filesystem::path& root,
                         const std::string& user, const std::string& stem,
                         const RelayRules& rules);
 
+/// Finds a domain's file wherever it is, one stat per user: every user
+/// whose `mail/<name>.json` exists, read.
+std::vector<DomainEntry> find_domain(const std::filesystem::path& root,
+                                     const std::string& name,
+                                     const RelayRules& rules);
+
 /// Reads `root/conf/mail.json`; a missing file means no server-wide relay.
 Parsed<std::optional<RelaySettings>> read_server(
     const std::filesystem::path& root, const RelayRules& rules);
