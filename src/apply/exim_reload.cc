@@ -160,6 +160,13 @@ ReloadResult run_command(const EximDaemon& d,
 }  // namespace
 
 ReloadResult reload_exim(const EximDaemon& daemon) {
+  if (::access(daemon.pid_file.c_str(), F_OK) == 0 &&
+      ::access(daemon.pid_file.c_str(), R_OK) != 0) {
+    // Not "not running": a daemon may well run, unseen.
+    return {false, false,
+            fmt::format("cannot read exim's pid file '{}'",
+                        daemon.pid_file.string())};
+  }
   auto pid = running_exim(daemon);
   if (!pid) return {false, true, "exim is not running; nothing to reload"};
   if (!daemon.reload_command.empty()) {

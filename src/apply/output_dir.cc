@@ -53,7 +53,8 @@ gid_t group_id(const std::string& name) {
 OutputDir::OutputDir(fs::path root, gid_t group)
     : root_(std::move(root)), group_(group) {
   if (::mkdir(root_.c_str(), kDirMode) == 0) {
-    if (::chown(root_.c_str(), 0, group_) != 0) {
+    if (::chown(root_.c_str(), 0, group_) != 0 ||
+        ::chmod(root_.c_str(), kDirMode) != 0) {
       throw errno_error("chown", root_.string());
     }
   } else if (errno != EEXIST) {
@@ -70,8 +71,10 @@ UniqueFd OutputDir::open_dir(const fs::path& rel, bool create) const {
   for (const auto& part : rel) {
     so_far /= part;
     if (create && ::mkdirat(dir.get(), part.c_str(), kDirMode) == 0) {
+      // The umask may have taken bits off: the mode is set, not asked for.
       if (::fchownat(dir.get(), part.c_str(), 0, group_, AT_SYMLINK_NOFOLLOW) !=
-          0) {
+              0 ||
+          ::fchmodat(dir.get(), part.c_str(), kDirMode, 0) != 0) {
         throw errno_error("chown", so_far.string());
       }
     }
@@ -186,7 +189,8 @@ void OutputDir::make_dir(const fs::path& rel) {
     throw errno_error("mkdir", shown);
   }
   if (::fchownat(parent.get(), rel.filename().c_str(), 0, group_,
-                 AT_SYMLINK_NOFOLLOW) != 0) {
+                 AT_SYMLINK_NOFOLLOW) != 0 ||
+      ::fchmodat(parent.get(), rel.filename().c_str(), kDirMode, 0) != 0) {
     throw errno_error("chown", shown);
   }
 }

@@ -153,7 +153,16 @@ ApplyOutcome Engine::rollback(std::optional<unsigned long> generation) {
       std::chrono::steady_clock::now() - t0);
   std::unique_lock lock(mutex_);
   last_apply_ = outcome;
+  note_exim(outcome);
   return outcome;
+}
+
+void Engine::note_exim(const ApplyOutcome& outcome) {
+  // Only an apply that made a generation live talked to Exim.
+  if (!outcome.report.new_generation) return;
+  last_exim_ = {{"reloaded", outcome.report.reloaded},
+                {"message", outcome.report.exim_state},
+                {"at", iso_time(outcome.started)}};
 }
 
 std::vector<unsigned long> Engine::generations() const {
@@ -328,6 +337,7 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   std::unique_lock lock(mutex_);
   record_errors(names, full || server);
   last_apply_ = outcome;
+  note_exim(outcome);
   return outcome;
 }
 
@@ -423,7 +433,7 @@ json Engine::status() const {
        model_.server_relay ? relay_json(*model_.server_relay) : json(nullptr)},
       {"last_apply", nullptr},
       {"generation", 0},
-      {"exim", nullptr}};
+      {"exim", last_exim_}};
   if (last_apply_) {
     const auto& a = *last_apply_;
     std::set<std::string> changed;
@@ -441,11 +451,6 @@ json Engine::status() const {
                        {"removed", a.report.removed.size()},
                        {"changed_domains", changed},
                        {"errors", a.report.errors}};
-    if (a.report.new_generation) {
-      s["exim"] = {{"reloaded", a.report.reloaded},
-                   {"message", a.report.exim_state},
-                   {"at", iso_time(a.started)}};
-    }
   }
   json errors = json::array();
   for (const auto& [name, e] : errors_) {

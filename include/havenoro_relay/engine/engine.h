@@ -127,6 +127,7 @@ class Engine {
                            const apply::ApplyReport& report) const;
   void record_errors(const std::set<std::string>& names, bool server);
   nlohmann::json domain_json(const std::string& name) const;
+  void note_exim(const ApplyOutcome& outcome);
 
   config::DaemonConfig config_;
   panel::RelayRules rules_;
@@ -152,6 +153,7 @@ class Engine {
   std::map<std::string, std::pair<std::string, Clock::time_point>> errors_;
 
   std::optional<ApplyOutcome> last_apply_;
+  nlohmann::json last_exim_;  ///< Exim's state as last confirmed
   status::DeliveryLog deliveries_;
 
   // Held exclusively by the applying thread only while it changes the
