@@ -62,8 +62,7 @@ pid_t spawn(const std::vector<std::string>& argv, const fs::path& log) {
                                    O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   std::vector<char*> args;
-  for (const auto& a : argv)
-    args.push_back(const_cast<char*>(a.c_str()));
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = -1;
   int rc = posix_spawn(&pid, argv[0].c_str(), &actions, nullptr, args.data(),

@@ -18,8 +18,7 @@ json relay(json overrides = json::object()) {
             {"port", 587},
             {"username", "apikey"},
             {"password", "secret"}};
-  for (auto& [k, v] : overrides.items())
-    r[k] = v;
+  for (auto& [k, v] : overrides.items()) r[k] = v;
   return r;
 }
 
