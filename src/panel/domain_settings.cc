@@ -57,7 +57,8 @@ std::optional<FieldError> accept_dkim_key(DomainSettings& d,
   std::string file = d.domain + ".dkim.pem";
   if (!pem) {
     return FieldError{"dkim.enabled",
-                      "is true, but " + file + " is missing or unreadable"};
+                      "is true, but " + file +
+                          " is missing, unreadable or not a regular file"};
   }
   bool looks_like_key = pem->starts_with("-----BEGIN ") &&
                         pem->find("PRIVATE KEY-----") != std::string::npos;

@@ -1,29 +1,70 @@
 #include "havenoro_relay/panel/panel_reader.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
+#include <cerrno>
+#include <cstring>
+
+#include "havenoro_relay/util/fd.h"
 
 namespace havenoro::panel {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::optional<std::string> read_file(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return {};
-  std::stringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return {};
-  return text.str();
+// A settings file is a few hundred bytes; a DKIM key a few kilobytes.
+constexpr off_t kMaxFileBytes = 1 << 20;
+
+// One panel file's text, or why it is not a setting.
+struct FileRead {
+  std::optional<std::string> text;
+  std::string why;
+};
+
+// The panel writes regular files. A symlink (which could point at a
+// root-only key that would then be copied where Exim's group reads it), a
+// FIFO (whose open would block the applying thread) or a huge file is
+// refused without being followed or read.
+FileRead read_file(const fs::path& file) {
+  util::UniqueFd fd(::open(
+      file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
+  if (!fd.valid()) {
+    if (errno == ELOOP)
+      return {{},
+              "is a symlink; panel files must be "
+              "regular files"};
+    if (errno == ENOENT) return {{}, "is missing"};
+    return {{}, fmt::format("cannot be read ({})", std::strerror(errno))};
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return {{}, "is not a regular file"};
+  }
+  if (st.st_size > kMaxFileBytes) {
+    return {{},
+            fmt::format("is {} bytes; a panel file is {} at most", st.st_size,
+                        kMaxFileBytes)};
+  }
+  std::string text;
+  char buf[8192];
+  for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return {{}, "cannot be read"};
+    text.append(buf, n);
+    if (static_cast<off_t>(text.size()) > kMaxFileBytes) {
+      return {{}, "grew past the size a panel file can be"};
+    }
+  }
+  return {std::move(text), ""};
 }
 
 template <class T>
-Parsed<T> unreadable(const fs::path& file) {
-  return Parsed<T>::failure("file",
-                            fmt::format("cannot read '{}'", file.string()));
+Parsed<T> unreadable(const fs::path& file, const FileRead& r) {
+  return Parsed<T>::failure(file.filename().string(), r.why);
 }
 
 bool is_setting_name(const std::string& name) {
@@ -52,21 +93,21 @@ fs::path users_dir(const fs::path& root) {
 
 UserEntry read_user(const fs::path& root, const std::string& user) {
   fs::path file = users_dir(root) / user / "user.json";
-  auto text = read_file(file);
-  if (!text) return {user, unreadable<UserSettings>(file)};
-  return {user, parse_user_settings(*text, user)};
+  auto r = read_file(file);
+  if (!r.text) return {user, unreadable<UserSettings>(file, r)};
+  return {user, parse_user_settings(*r.text, user)};
 }
 
 DomainEntry read_domain(const fs::path& root, const std::string& user,
                         const std::string& stem, const RelayRules& rules) {
   fs::path file = users_dir(root) / user / "mail" / (stem + ".json");
-  auto text = read_file(file);
-  if (!text) return {user, stem, unreadable<DomainSettings>(file)};
-  DomainEntry entry{user, stem, parse_domain_settings(*text, stem, rules)};
+  auto r = read_file(file);
+  if (!r.text) return {user, stem, unreadable<DomainSettings>(file, r)};
+  DomainEntry entry{user, stem, parse_domain_settings(*r.text, stem, rules)};
   auto& settings = entry.settings;
   if (settings.value && settings.value->dkim_enabled) {
     fs::path key = file.parent_path() / (stem + ".dkim.pem");
-    if (auto e = accept_dkim_key(*settings.value, read_file(key))) {
+    if (auto e = accept_dkim_key(*settings.value, read_file(key).text)) {
       settings.value.reset();
       settings.error = e;
     }
@@ -83,9 +124,9 @@ Parsed<std::optional<RelaySettings>> read_server(const fs::path& root,
     none.value.emplace();
     return none;
   }
-  auto text = read_file(file);
-  if (!text) return unreadable<std::optional<RelaySettings>>(file);
-  return parse_server_settings(*text, rules);
+  auto r = read_file(file);
+  if (!r.text) return unreadable<std::optional<RelaySettings>>(file, r);
+  return parse_server_settings(*r.text, rules);
 }
 
 std::vector<DomainEntry> find_domain(const fs::path& root,
