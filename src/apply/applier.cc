@@ -482,9 +482,10 @@ void guard_mass_removal(const OutputDir& out, const ApplyScope& scope,
   if (!scope.everything || scope.confirm_removals) return;
   size_t live = out.list("domains").size();
   if (live < kMassRemovalFloor || changes.relay_removals * 2 <= live) return;
-  report.errors.push_back(fmt::format(
+  report.held_back.push_back(fmt::format(
       "refusing to remove {} of {} relay domains at once (is the panel "
-      "tree complete?); confirm with a reconcile that confirms removals",
+      "tree complete?); the rest is applied; confirm with havenoro-relayctl "
+      "reconcile --confirm-removals --wait (or --once --confirm-removals)",
       changes.relay_removals, live));
   changes.removals.clear();
   changes.relay_removals = 0;

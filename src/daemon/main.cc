@@ -36,9 +36,13 @@ int main(int argc, char** argv) {
   CLI::App app{"havenoro-relayd: outgoing SMTP relays for Exim"};
   std::string config_file = "/etc/havenoro-relayd/config.json";
   bool once = false;
+  bool confirm_removals = false;
   auto level = spdlog::level::info;
   app.add_option("-c,--config", config_file, "configuration file (JSON)");
   app.add_flag("--once", once, "apply the panel's settings once, then exit");
+  app.add_flag("--confirm-removals", confirm_removals,
+               "with --once: remove relay domains even when most of them "
+               "vanished at once");
   app.add_option("--log-level", level, "error, warn, info or debug")
       ->transform(CLI::CheckedTransformer(
           std::map<std::string, spdlog::level::level_enum>{
@@ -52,7 +56,7 @@ int main(int argc, char** argv) {
   config::DaemonConfig config;
   try {
     config = config::load_daemon_config(config_file);
-    if (once) return daemon::apply_once(config);
+    if (once) return daemon::apply_once(config, confirm_removals);
   } catch (const std::exception& e) {
     std::cerr << "havenoro-relayd: " << e.what() << "\n";
     return 1;

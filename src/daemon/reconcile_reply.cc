@@ -105,6 +105,10 @@ Reply server_reply(const ApplyOutcome& o, const json& status, json arguments) {
 
 Reply all_reply(const ApplyOutcome& o, json arguments) {
   if (!o.report.ok()) return failed(o, std::move(arguments));
+  if (!o.report.held_back.empty()) {
+    return {Result::kError, one_line(o.report.held_back.front()),
+            std::move(arguments)};
+  }
   if (!o.problems.empty()) {
     std::string more =
         o.problems.size() > 1
@@ -146,6 +150,7 @@ json outcome_json(const ApplyOutcome& o) {
           {"written", o.report.written},
           {"removed", o.report.removed},
           {"errors", o.report.errors},
+          {"held_back", o.report.held_back},
           {"problems", o.problems},
           {"domains", std::move(domains)}};
 }

@@ -100,7 +100,7 @@ struct Engine::Reread {
 
 std::string ApplyOutcome::result() const {
   if (!report.ok()) return "failed";
-  if (!problems.empty()) return "rejected";
+  if (!problems.empty() || !report.held_back.empty()) return "rejected";
   if (report.unchanged()) return "unchanged";
   return "applied";
 }
@@ -450,7 +450,8 @@ json Engine::status() const {
                        {"written", a.report.written.size()},
                        {"removed", a.report.removed.size()},
                        {"changed_domains", changed},
-                       {"errors", a.report.errors}};
+                       {"errors", a.report.errors},
+                       {"held_back", a.report.held_back}};
   }
   json errors = json::array();
   for (const auto& [name, e] : errors_) {

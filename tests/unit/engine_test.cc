@@ -200,11 +200,17 @@ TEST_F(EngineTest, MassRemovalIsHeldBack) {
   Engine engine(config_);
   engine.resync();
   fs::remove_all(panel_ / "data/users/alice/mail");
+  relay_domain("alice", "d0.example", 2600);  // one survivor, changed
   auto outcome = engine.resync();
-  EXPECT_EQ(outcome.result(), "failed");
-  EXPECT_NE(outcome.report.errors.at(0).find("refusing to remove 12 of 12"),
+  EXPECT_TRUE(outcome.report.ok());
+  EXPECT_EQ(outcome.result(), "rejected");
+  ASSERT_EQ(outcome.report.held_back.size(), 1u);
+  EXPECT_NE(outcome.report.held_back[0].find("refusing to remove 11 of 12"),
             std::string::npos);
-  EXPECT_TRUE(fs::exists(credential("d0.example")));
+  EXPECT_TRUE(fs::exists(credential("d5.example")));
+  // The rest of the apply went live.
+  EXPECT_NE(read_text(credential("d0.example")).find(":2600"),
+            std::string::npos);
 }
 
 // Verifies that the server-wide relay is applied from conf/mail.json.

@@ -35,6 +35,9 @@ struct ApplyReport {
   std::vector<std::string> written;  ///< files written, relative paths
   std::vector<std::string> removed;  ///< files or directories removed
   std::vector<std::string> errors;   ///< why the apply failed, if it did
+  /// What was left undone on purpose (a mass removal waiting for a
+  /// confirmation); the rest of the apply went live.
+  std::vector<std::string> held_back;
 
   bool ok() const { return errors.empty(); }
   bool unchanged() const {
