@@ -54,7 +54,8 @@ int finish(const daemon::Reply& reply, const Options& o, const View& view) {
                 {"text", reply.text},
                 {"arguments", reply.arguments}};
     std::cout << doc.dump(2) << "\n";
-  } else if (ok) {
+  } else if (ok || (view && reply.arguments.contains("probe"))) {
+    // A failed Test still shows its steps: which one failed is the point.
     std::cout << shown(reply, view);
   }
   if (!ok && !o.json) std::cerr << reply.text << "\n";

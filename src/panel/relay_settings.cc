@@ -264,6 +264,12 @@ RelayParse parse_relay(const json* value, const RelayRules& rules) {
           key));
     }
   }
+  if (relay.port == 465 && relay.security == Security::kStarttls) {
+    out.warnings.push_back(
+        "smtp_relay.security: starttls on port 465, which speaks TLS from "
+        "the first byte on every provider; \"auto\" or \"tls\" is what "
+        "works there");
+  }
   if (relay.port == 25) {
     out.warnings.push_back(
         "smtp_relay.port: 25 is usually blocked for outgoing mail; relays "
