@@ -96,15 +96,12 @@ std::vector<Problem> RelayModel::all_warnings() const {
   return all;
 }
 
-size_t RelayModel::count(Route route) const {
-  size_t n = 0;
-  for (const auto& [name, d] : domains) n += d.route == route;
-  return n;
-}
-
 void evaluate_domain(RelayModel& model, const std::string& name,
                      const DomainFiles* files, const UserIndex& users) {
-  model.domains.erase(name);
+  if (auto it = model.domains.find(name); it != model.domains.end()) {
+    --model.route_counts[static_cast<size_t>(it->second.route)];
+    model.domains.erase(it);
+  }
   model.rejected.erase(name);
   model.warnings.erase(name);
   if (!files || files->empty()) return;
@@ -133,8 +130,9 @@ void evaluate_domain(RelayModel& model, const std::string& name,
     model.warnings[name].push_back(warning(name, entry.user, w));
   }
   bool user_suspended = users.at(entry.user).settings.value->suspended;
-  model.domains[name] =
+  auto& route = model.domains[name] =
       route_for(*entry.settings.value, entry.user, user_suspended);
+  ++model.route_counts[static_cast<size_t>(route.route)];
 }
 
 void evaluate_server(

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <map>
 #include <optional>
 #include <string>
@@ -60,7 +61,14 @@ struct RelayModel {
   std::vector<Problem> problems() const;
   /// Every warning, in the same order.
   std::vector<Problem> all_warnings() const;
-  size_t count(Route route) const;
+  /// How many accepted domains have this route; constant time, so that a
+  /// status request costs the same at 10 domains as at 100,000.
+  size_t count(Route route) const {
+    return route_counts[static_cast<size_t>(route)];
+  }
+
+  /// Kept by evaluate_domain() alongside `domains`.
+  std::array<size_t, 3> route_counts{};
 };
 
 /// The domain files found for one domain name, by user.
