@@ -115,7 +115,7 @@ struct Changes {
   bool empty() const { return writes.empty() && removals.empty(); }
 };
 
-Changes diff(const OutputDir& out, const std::vector<Wanted>& wanted) {
+Changes diff(const OutputDir& out, std::vector<Wanted> wanted) {
   Changes c;
   std::set<std::string> wanted_dirs;
   for (const auto& w : wanted) {
@@ -124,7 +124,7 @@ Changes diff(const OutputDir& out, const std::vector<Wanted>& wanted) {
     }
   }
   std::set<std::string> removed;
-  for (const auto& w : wanted) {
+  for (auto& w : wanted) {
     if (w.content) {
       bool same = false;
       try {
@@ -133,7 +133,7 @@ Changes diff(const OutputDir& out, const std::vector<Wanted>& wanted) {
         // A path that cannot be opened (a planted symlink) is written,
         // which reports it; the others go on.
       }
-      if (!same) c.writes.emplace_back(w.path, *w.content);
+      if (!same) c.writes.emplace_back(w.path, std::move(*w.content));
       continue;
     }
     std::string target = in_domain_dir(w.path)
@@ -539,7 +539,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
     want_domain(model, name, wanted);
   }
   if (scope.everything || scope.server) want_server(model, wanted);
-  Changes changes = diff(out, wanted);
+  Changes changes = diff(out, std::move(wanted));
   guard_mass_removal(out, scope, changes, report);
   bool snippets_same = snippets_live(out, live, snippets);
   if (!snippets_same && live != 0 && pinned_generation(out) == live) {
