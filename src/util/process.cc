@@ -82,7 +82,7 @@ bool pump(UniqueFd& in, UniqueFd& out, UniqueFd& err, const std::string& input,
       ssize_t put =
           ::write(in.get(), input.data() + written, input.size() - written);
       if (put > 0) written += put;
-      if (put < 0 && errno != EINTR) in = UniqueFd();
+      if (put < 0 && errno != EINTR && errno != EAGAIN) in = UniqueFd();
       if (written == input.size()) in = UniqueFd();
     }
   }
@@ -101,6 +101,10 @@ ProcessResult run_process(const std::vector<std::string>& argv,
   // A child that exits early must not kill us with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
   pid_t pid = spawn(argv, in, out, err);
+  // Our end of the child's stdin must not block: a blocking write of a
+  // large input waits for the child to read it all, while the child waits
+  // for us to read its output: both would stop until the timeout.
+  ::fcntl(in.write.get(), F_SETFL, O_NONBLOCK);
   in.read = UniqueFd();
   out.write = UniqueFd();
   err.write = UniqueFd();

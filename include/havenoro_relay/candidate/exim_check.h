@@ -66,7 +66,9 @@ class EximChecker {
 
   std::filesystem::path exim_binary_;
   std::filesystem::path exim_config_;
-  std::chrono::milliseconds timeout_{20000};
+  // One -be process checks every changed credential file: at 100,000
+  // domains that takes seconds, not milliseconds.
+  std::chrono::milliseconds timeout_{120000};
 };
 
 }  // namespace havenoro::candidate
