@@ -32,7 +32,9 @@ using CommandTable = std::map<std::string, CommandHandler, std::less<>>;
 struct ControlLimits {
   size_t max_request_bytes = 65536;       ///< longest request line
   std::chrono::seconds idle_timeout{30};  ///< silence before disconnecting
-  size_t max_connections = 64;            ///< more are turned away at once
+  /// More are turned away at once. A panel's bulk edit runs one save hook
+  /// per domain, each waiting on its own connection: hundreds at once.
+  size_t max_connections = 1024;
 };
 
 /// The control socket: a Unix stream socket, one JSON request per line
