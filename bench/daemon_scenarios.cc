@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "engine_worker.h"
 #include "havenoro_relay/ctl/control_client.h"
 #include "havenoro_relay/panel/domain_settings.h"
 #include "havenoro_relay/render/credential_file.h"
@@ -256,8 +257,10 @@ json run_burst(Relayd& d, const HookSetup& s,
                std::chrono::milliseconds span,
                std::chrono::milliseconds probe_every) {
   saves = std::min<int>(saves, relays.size());
+  if (saves == 0) return {{"error", "no relay domains left for a burst"}};
   auto status0 = d.wait_idle(std::chrono::seconds(60));
   size_t starts0 = s.exim->starts();
+  long peak0 = memory_of(d.pid()).peak_kib;
   unsigned revision = 500;
 
   Prober prober(s.exim->port(), probe_every);
@@ -309,6 +312,8 @@ json run_burst(Relayd& d, const HookSetup& s,
           {"exim_restarts", s.exim->starts() - starts0},
           {"generation_before", status0.value("generation", 0UL)},
           {"generation_after", status1.value("generation", 0UL)},
+          {"daemon_peak_kib_before", peak0},
+          {"daemon_peak_kib_after", memory_of(d.pid()).peak_kib},
           {"hooks_failed", failed},
           {"hook_exit_codes", exit_codes},
           {"hook_messages", distinct_lines(s.hook_log, 5)},
@@ -367,6 +372,7 @@ json run_status_load(Relayd& d, const HookSetup& s,
                      const std::vector<const GeneratedDomain*>& relays,
                      int clients, std::chrono::milliseconds interval,
                      std::chrono::milliseconds duration) {
+  if (relays.empty()) return {{"error", "no relay domains to save"}};
   d.wait_idle(std::chrono::seconds(60));
   json result;
 

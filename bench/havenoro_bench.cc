@@ -49,6 +49,7 @@ struct Options {
   fs::path source = HAVENORO_BENCH_SOURCE_DIR;
   std::set<std::string> only;
   uint64_t seed = 1;
+  bool no_fail = false;
 };
 
 const std::set<std::string> kScenarios = {"cold", "exim-cost", "daemon",
@@ -493,10 +494,13 @@ void Bench::daemon_scenarios() {
   if (n == 0 || !panels_.count(n)) return;
   const auto& panel = panels_[n];
   auto relays = panel.relays();
-  std::vector<const GeneratedDomain*> hook(
-      relays.begin(), relays.begin() + std::min<size_t>(40, relays.size()));
-  std::vector<const GeneratedDomain*> burst(
-      relays.begin() + std::min<size_t>(40, relays.size()), relays.end());
+  // Different domains for each scenario: 40 for the save hook (half of
+  // them on a small tree), the rest for the burst and the status load.
+  size_t split = std::min<size_t>(40, relays.size() / 2);
+  std::vector<const GeneratedDomain*> hook(relays.begin(),
+                                           relays.begin() + split);
+  std::vector<const GeneratedDomain*> burst(relays.begin() + split,
+                                            relays.end());
   fresh_output(out_);
   auto conf = write_relayd_config(fmt::format("relayd-{}", n), panel.root, out_,
                                   live_conf_, true);
@@ -544,7 +548,12 @@ void Bench::daemon_rows(const json& d) {
     report_.add({"one-domain save", "hooks failed or not live",
                  std::to_string(bad), "0", verdict(bad == 0), ""});
   }
-  if (d.contains("burst")) {
+  for (const char* part : {"burst", "status_load"}) {
+    if (d.contains(part) && d[part].contains("error")) {
+      report_.failed(part, d[part]["error"].get<std::string>());
+    }
+  }
+  if (d.contains("burst") && !d["burst"].contains("error")) {
     const json& b = d["burst"];
     std::string scenario =
         fmt::format("burst of {} saves", b["saves"].get<int>());
@@ -569,7 +578,7 @@ void Bench::daemon_rows(const json& d) {
     report_.add({scenario, "hooks failed or not live", std::to_string(bad), "0",
                  verdict(bad == 0), ""});
   }
-  if (d.contains("status_load")) {
+  if (d.contains("status_load") && !d["status_load"].contains("error")) {
     const json& l = d["status_load"];
     const json& a = l["during_domain_applies"];
     double p99 = a["latency_ms"]["p99"];
@@ -670,7 +679,7 @@ int Bench::run() {
         "havenoro-bench: removed {} in {:.0f} s\n", work_.string(),
         std::chrono::duration<double>(Clock::now() - t0).count());
   }
-  return report_.missed() == 0 ? 0 : 3;
+  return report_.missed() == 0 || o_.no_fail ? 0 : 3;
 }
 
 }  // namespace
@@ -702,6 +711,8 @@ int main(int argc, char** argv) {
   app.add_option("--exim", o.exim, "Exim binary");
   app.add_option("--source", o.source, "source tree (exim-templates/)");
   app.add_option("--seed", o.seed, "seed of the generated panel trees");
+  app.add_flag("--no-fail", o.no_fail,
+               "exit 0 even when a goal is missed (for a smoke run)");
   app.add_option("--only", only,
                  "comma-separated: cold, exim-cost, daemon, memory-100k");
   CLI11_PARSE(app, argc, argv);
