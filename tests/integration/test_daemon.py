@@ -156,8 +156,10 @@ class WatchTest(DaemonTest):
         self.assertEqual(self.route_of("half.example"), "localhost:2606")
         self.panel.write_domain_raw("alice", "half.example", whole)
         self.wait_route("half.example", 2607)
-        reply = self.daemon.request("domain-get", domain="half.example")
-        self.assertIsNone(reply["arguments"]["last_error"], reply)
+        # The live file changes before the apply's outcome is recorded.
+        h.wait_until(lambda: self.daemon.request(
+            "domain-get", domain="half.example")["arguments"]["last_error"]
+            is None, WAIT, "the error to clear once the file parses")
 
     def test_deleted_domain_relay_is_removed(self):
         """verifies removing a domain's file removes its relay."""
@@ -167,8 +169,9 @@ class WatchTest(DaemonTest):
         self.wait_no_relay("deleted.example")
         self.assertFalse((self.output_dir / "domains" /
                           "deleted.example").exists())
-        reply = self.daemon.request("domain-get", domain="deleted.example")
-        self.assertEqual(reply["result"], 3, reply)
+        h.wait_until(lambda: self.daemon.request(
+            "domain-get", domain="deleted.example")["result"] == 3, WAIT,
+            "the removed domain to be unknown to the daemon")
 
     def test_new_user_directory_is_watched_as_it_appears(self):
         """verifies a user created after start, then a second save in its
