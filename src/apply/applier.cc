@@ -3,9 +3,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "havenoro_relay/apply/exim_reload.h"
 #include "havenoro_relay/apply/output_dir.h"
@@ -208,32 +211,44 @@ void write_generation(OutputDir& out, const config::DaemonConfig& c,
   out.rename(temp, dir);
 }
 
-// A new domain's directory is filled under a dot-name that no sender
-// domain can have, then renamed into place, so that Exim's dsearch never
-// finds the directory without its file.
-// Each file that cannot be written (a planted symlink, a full disk) is
-// reported on its own; the other domains' files are still written.
-void write_data(OutputDir& out, const Changes& changes,
-                std::vector<std::string>& errors) {
-  std::vector<StagedFile> staged;
-  std::map<std::string, std::string> new_dirs;  // final -> staging name
+constexpr const char* kCheckDir = ".check";
+
+fs::path in_check(const fs::path& path) {
+  return fs::path(kCheckDir) / path;
+}
+
+// Moves the checked candidate's files from the scratch tree into place:
+// each file written once, synced, then renamed. A new domain's directory
+// moves whole, so that Exim's dsearch never finds it without its file.
+// Each file that cannot be put in place (a planted symlink) is reported
+// on its own; the other domains' files still go live.
+void promote(OutputDir& out, const Changes& changes,
+             std::vector<std::string>& errors) {
+  std::set<fs::path> new_dirs;
+  std::vector<fs::path> staged;
   for (const auto& [path, text] : changes.writes) {
+    fs::path dir = fs::path(path).parent_path();
+    staged.push_back(in_check(path));
+    if (in_domain_dir(path) && !out.exists(dir) && new_dirs.insert(dir).second)
+      staged.push_back(in_check(dir));
+  }
+  out.make_durable(staged);
+  std::set<fs::path> parents;
+  for (const auto& [path, text] : changes.writes) {
+    fs::path dir = fs::path(path).parent_path();
     try {
-      fs::path target = path;
-      fs::path dir = fs::path(path).parent_path();
-      if (in_domain_dir(path) && !out.exists(dir)) {
-        std::string temp =
-            (dir.parent_path() / (".new-" + dir.filename().string())).string();
-        if (new_dirs.emplace(dir.string(), temp).second) out.remove_all(temp);
-        target = fs::path(temp) / target.filename();
+      if (!new_dirs.count(dir)) {
+        out.rename(in_check(path), path);
+        parents.insert(dir);
+      } else if (out.exists(in_check(dir))) {  // the first of its files
+        out.rename(in_check(dir), dir);
+        parents.insert(dir.parent_path());
       }
-      staged.push_back(out.stage(target, text, kFileMode));
     } catch (const std::system_error& e) {
       errors.push_back(fmt::format("{} not written: {}", path, e.what()));
     }
   }
-  out.commit(staged);
-  for (const auto& [dir, temp] : new_dirs) out.rename(temp, dir);
+  out.make_durable({parents.begin(), parents.end()});
 }
 
 void remove_data(OutputDir& out, const std::vector<std::string>& paths,
@@ -255,11 +270,9 @@ void remove_data(OutputDir& out, const std::vector<std::string>& paths,
   errors.push_back(fmt::format("removal stopped: {}", e.what()));
 }
 
-// At most this many -bt probes per apply, one Exim process each.
-// TODO(#7): probe a bulk change in parallel instead of sampling it.
-constexpr size_t kMaxRouteChecks = 50;
-
-constexpr const char* kCheckDir = ".check";
+// At most this many -bt probes per apply, one Exim process each (about
+// 7 ms of a core): a bulk change of thousands of domains is sampled.
+constexpr size_t kMaxRouteChecks = 16;
 
 // The domains whose files an apply changes, from their paths.
 std::set<std::string> changed_names(const Changes& c) {
@@ -308,26 +321,36 @@ void ensure_lookup_dirs(OutputDir& out, const fs::path& base) {
   }
 }
 
-// Copies what the probes read into the scratch tree: the changed files,
-// and the live server-wide relay and suspension markers they depend on.
-void stage_check_tree(OutputDir& out, const Changes& changes,
-                      const std::set<std::string>& names) {
-  std::vector<StagedFile> staged;
+// The candidate's data, in a scratch tree Exim is pointed at: the changed
+// files, and copies of the live files the probes of the changed domains
+// also read (the server-wide relay, their markers, their unchanged files).
+void stage_candidate(OutputDir& out, const Changes& changes,
+                     const std::set<std::string>& names) {
+  out.remove_all(kCheckDir);
   std::set<std::string> touched(changes.removals.begin(),
                                 changes.removals.end());
   for (const auto& [path, text] : changes.writes) {
-    staged.push_back(out.stage(fs::path(kCheckDir) / path, text, kFileMode));
+    out.write_new(in_check(path), text, kFileMode);
     touched.insert(path);
   }
   std::vector<std::string> copies = {kDefaultFile};
-  for (const auto& name : names) copies.push_back(suspended_marker(name));
-  for (const auto& path : copies) {
-    if (touched.count(path)) continue;
-    if (auto text = out.read(path)) {
-      staged.push_back(out.stage(fs::path(kCheckDir) / path, *text, kFileMode));
+  for (const auto& name : names) {
+    if (touched.count(domain_dir(name))) continue;  // removed whole
+    for (const auto& path : {credential_file(name), suspended_marker(name)}) {
+      copies.push_back(path);
     }
   }
-  out.commit(staged, false);
+  for (const auto& path : copies) {
+    if (touched.count(path)) continue;
+    try {
+      if (auto text = out.read(path)) {
+        out.write_new(in_check(path), *text, kFileMode);
+      }
+    } catch (const std::system_error&) {
+      // Unreadable live files (a planted symlink) are not copied; the
+      // apply reports them where it writes them.
+    }
+  }
   ensure_lookup_dirs(out, kCheckDir);
 }
 
@@ -351,37 +374,89 @@ std::vector<candidate::ExpectedRelay> expected_relays(
   return relays;
 }
 
-// Exim's own reading of the changed data, from a scratch copy, before any
-// of it goes live: the lookups return what the panel stored, and every
-// changed domain routes where the model says (field cases F01, F15).
-candidate::CheckResult check_data(OutputDir& out, const config::DaemonConfig& c,
+// The -bt probes of an apply: every changed domain of a small apply; of a
+// bulk change, the first domain of each kind of route (router and
+// transport) and then others, up to kMaxRouteChecks. The -be check reads
+// back every changed credential file whatever the size of the change.
+std::vector<candidate::ExpectedRoute> route_probes(
+    const model::RelayModel& m, const std::set<std::string>& names) {
+  std::vector<candidate::ExpectedRoute> probes;
+  std::set<std::string> kinds;
+  std::vector<std::string> rest;
+  for (const auto& name : names) {
+    auto e = expected_route(m, name);
+    bool new_kind = kinds.insert(e.router + "/" + e.transport).second;
+    if (new_kind && probes.size() < kMaxRouteChecks) {
+      probes.push_back(std::move(e));
+    } else if (rest.size() < kMaxRouteChecks) {
+      rest.push_back(name);
+    }
+  }
+  for (const auto& name : rest) {
+    if (probes.size() >= kMaxRouteChecks) break;
+    probes.push_back(expected_route(m, name));
+  }
+  return probes;
+}
+
+// Runs the checks a few at a time, one Exim process each, and returns the
+// first failure in the order given (or success).
+candidate::CheckResult run_checks(
+    std::vector<std::function<candidate::CheckResult()>> checks) {
+  std::vector<candidate::CheckResult> results(checks.size());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next++) < checks.size();) {
+      try {
+        results[i] = checks[i]();
+      } catch (const std::exception& e) {  // Exim could not be started
+        results[i] = {false, e.what()};
+      }
+    }
+  };
+  unsigned width = std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
+  std::vector<std::thread> threads;
+  for (unsigned t = 1; t < width && t < checks.size(); ++t) {
+    threads.emplace_back(worker);
+  }
+  worker();
+  for (auto& t : threads) t.join();
+  for (auto& r : results) {
+    if (!r.ok) return r;
+  }
+  return {};
+}
+
+// Exim's own reading of the changed data in the candidate tree, before any
+// of it goes live: the lookups return what the panel stored, and the
+// changed domains route where the model says (field cases F01, F15).
+candidate::CheckResult check_data(const OutputDir& out,
+                                  const config::DaemonConfig& c,
                                   const fs::path& generation,
                                   const model::RelayModel& m,
-                                  const Changes& changes) {
-  auto names = changed_names(changes);
-  out.remove_all(kCheckDir);
-  stage_check_tree(out, changes, names);
+                                  const Changes& changes,
+                                  const std::set<std::string>& names) {
   fs::path data = out.root() / kCheckDir;
   candidate::EximChecker checker(c.exim_binary, c.exim_config);
-  auto result = checker.check_lookups(generation, data,
-                                      expected_relays(m, changes, data));
-  size_t probes = 0;
-  for (auto it = names.begin(); result.ok && it != names.end(); ++it) {
-    if (++probes > kMaxRouteChecks) break;
-    result = checker.check_route(generation, data, expected_route(m, *it));
-  }
+  auto relays = expected_relays(m, changes, data);
+  std::vector<std::function<candidate::CheckResult()>> checks;
+  checks.push_back(
+      [&] { return checker.check_lookups(generation, data, relays); });
+  auto probes = route_probes(m, names);
   bool server_changed =
       std::any_of(changes.writes.begin(), changes.writes.end(),
                   [](const auto& w) { return w.first == kDefaultFile; }) ||
       std::count(changes.removals.begin(), changes.removals.end(),
                  kDefaultFile) > 0;
-  if (result.ok && server_changed) {
+  if (server_changed) {
     // A sender domain that no panel can host stands for system mail.
-    result = checker.check_route(generation, data,
-                                 expected_route(m, "havenoro-probe.invalid"));
+    probes.push_back(expected_route(m, "havenoro-probe.invalid"));
   }
-  out.remove_all(kCheckDir);
-  return result;
+  for (const auto& probe : probes) {
+    checks.push_back(
+        [&] { return checker.check_route(generation, data, probe); });
+  }
+  return run_checks(std::move(checks));
 }
 
 // Beyond this many changed relays, one queue run for everything is cheaper
@@ -572,8 +647,12 @@ ApplyReport Applier::run(const model::RelayModel& model,
       return discard("exim rejected the candidate: " + check.message);
     }
   }
-  auto data_check = check_data(
-      out, config_, config_.output_dir / gen_dir(candidate), model, changes);
+  auto names = changed_names(changes);
+  stage_candidate(out, changes, names);
+  auto data_check =
+      check_data(out, config_, config_.output_dir / gen_dir(candidate), model,
+                 changes, names);
+  if (!data_check.ok || dry_run) out.remove_all(kCheckDir);
   if (!data_check.ok) {
     return discard("exim check of the changed settings failed: " +
                    data_check.message);
@@ -591,12 +670,14 @@ ApplyReport Applier::run(const model::RelayModel& model,
     go_live(out, config_, candidate, live, report);
     prune(out, report.generation, config_.keep_generations);
     if (!report.ok()) {
+      out.remove_all(kCheckDir);
       report.written.clear();
       report.removed.clear();
       return report;
     }
   }
-  write_data(out, changes, report.errors);
+  promote(out, changes, report.errors);
+  out.remove_all(kCheckDir);  // the copies of live files
   remove_data(out, changes.removals, report.errors);
   if (running_exim(exim_daemon(config_))) retry_held_mail(config_, changes);
   return report;

@@ -19,6 +19,9 @@ using util::errno_error;
 using util::UniqueFd;
 
 constexpr mode_t kDirMode = 0750;
+constexpr size_t kMaxCachedDirs = 64;
+// Up to this many paths are synced one by one; beyond, the file system.
+constexpr size_t kMaxSyncEach = 32;
 
 void write_all(int fd, const std::string& data, const std::string& path) {
   size_t done = 0;
@@ -60,39 +63,56 @@ OutputDir::OutputDir(fs::path root, gid_t group)
   } else if (errno != EEXIST) {
     throw errno_error("mkdir", root_.string());
   }
-  root_fd_ = UniqueFd(
+  root_fd_ = std::make_shared<UniqueFd>(
       ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!root_fd_.valid()) throw errno_error("open", root_.string());
+  if (!root_fd_->valid()) throw errno_error("open", root_.string());
 }
 
-UniqueFd OutputDir::open_dir(const fs::path& rel, bool create) const {
-  UniqueFd dir(::dup(root_fd_.get()));
-  fs::path so_far = root_;
-  for (const auto& part : rel) {
-    so_far /= part;
-    if (create && ::mkdirat(dir.get(), part.c_str(), kDirMode) == 0) {
-      // The umask may have taken bits off: the mode is set, not asked for.
-      if (::fchownat(dir.get(), part.c_str(), 0, group_, AT_SYMLINK_NOFOLLOW) !=
-              0 ||
-          ::fchmodat(dir.get(), part.c_str(), kDirMode, 0) != 0) {
-        throw errno_error("chown", so_far.string());
-      }
+OutputDir::Dir OutputDir::dir_fd(const fs::path& rel, bool create) const {
+  if (rel.empty()) return root_fd_;
+  std::string key = rel.string();
+  if (auto it = dirs_.find(key); it != dirs_.end()) return it->second;
+  Dir parent = dir_fd(rel.parent_path(), create);
+  if (!parent) return nullptr;
+  std::string name = rel.filename().string();
+  const char* part = name.c_str();
+  if (create && ::mkdirat(parent.get(), part, kDirMode) == 0) {
+    // The umask may have taken bits off: the mode is set, not asked for.
+    if (::fchownat(parent.get(), part, 0, group_, AT_SYMLINK_NOFOLLOW) != 0 ||
+        ::fchmodat(parent.get(), part, kDirMode, 0) != 0) {
+      throw errno_error("chown", (root_ / rel).string());
     }
-    UniqueFd next(::openat(dir.get(), part.c_str(),
-                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!next.valid()) {
-      if (errno == ENOENT && !create) return {};
-      throw errno_error("open directory (symlinks are refused)",
-                        so_far.string());
-    }
-    dir = std::move(next);
   }
-  return dir;
+  auto fd = std::make_shared<UniqueFd>(::openat(
+      parent.get(), part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd->valid()) {
+    if (errno == ENOENT && !create) return nullptr;
+    throw errno_error("open directory (symlinks are refused)",
+                      (root_ / rel).string());
+  }
+  // The top directories stay open for the apply; the per-domain ones
+  // below them, thousands in a full apply, are let go in bulk.
+  if (dirs_.size() >= kMaxCachedDirs) {
+    std::erase_if(dirs_, [](const auto& e) {
+      return e.first.find('/') != std::string::npos;
+    });
+  }
+  dirs_.emplace(key, fd);
+  return fd;
+}
+
+void OutputDir::forget(const fs::path& rel) const {
+  std::string key = rel.string();
+  std::erase_if(dirs_, [&](const auto& e) {
+    return e.first == key ||
+           (e.first.size() > key.size() && e.first.starts_with(key) &&
+            e.first[key.size()] == '/');
+  });
 }
 
 std::optional<std::string> OutputDir::read(const fs::path& rel) const {
-  UniqueFd dir = open_dir(rel.parent_path(), false);
-  if (!dir.valid()) return {};
+  Dir dir = dir_fd(rel.parent_path(), false);
+  if (!dir) return {};
   UniqueFd fd(::openat(dir.get(), rel.filename().c_str(),
                        O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid()) {
@@ -103,16 +123,16 @@ std::optional<std::string> OutputDir::read(const fs::path& rel) const {
 }
 
 bool OutputDir::exists(const fs::path& rel) const {
-  UniqueFd dir = open_dir(rel.parent_path(), false);
+  Dir dir = dir_fd(rel.parent_path(), false);
   struct stat st;
-  return dir.valid() && ::fstatat(dir.get(), rel.filename().c_str(), &st,
-                                  AT_SYMLINK_NOFOLLOW) == 0;
+  return dir && ::fstatat(dir.get(), rel.filename().c_str(), &st,
+                          AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 bool OutputDir::matches(const fs::path& rel, const std::string& content,
                         mode_t mode) const {
-  UniqueFd dir = open_dir(rel.parent_path(), false);
-  if (!dir.valid()) return false;
+  Dir dir = dir_fd(rel.parent_path(), false);
+  if (!dir) return false;
   UniqueFd fd(::openat(dir.get(), rel.filename().c_str(),
                        O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid()) return false;
@@ -131,7 +151,7 @@ std::string OutputDir::temp_name(const std::string& base) {
 
 StagedFile OutputDir::stage(const fs::path& rel, const std::string& content,
                             mode_t mode) {
-  UniqueFd dir = open_dir(rel.parent_path(), true);
+  Dir dir = dir_fd(rel.parent_path(), true);
   StagedFile staged{rel, temp_name(rel.filename().string())};
   std::string shown = (root_ / rel.parent_path() / staged.temp_name).string();
   UniqueFd fd(::openat(dir.get(), staged.temp_name.c_str(),
@@ -145,13 +165,43 @@ StagedFile OutputDir::stage(const fs::path& rel, const std::string& content,
   return staged;
 }
 
+void OutputDir::write_new(const fs::path& rel, const std::string& content,
+                          mode_t mode) {
+  Dir dir = dir_fd(rel.parent_path(), true);
+  std::string shown = (root_ / rel).string();
+  UniqueFd fd(::openat(dir.get(), rel.filename().c_str(),
+                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                       0600));
+  if (!fd.valid()) throw errno_error("create", shown);
+  if (::fchown(fd.get(), 0, group_) != 0) throw errno_error("chown", shown);
+  if (::fchmod(fd.get(), mode) != 0) throw errno_error("chmod", shown);
+  write_all(fd.get(), content, shown);
+}
+
+void OutputDir::make_durable(const std::vector<fs::path>& rels) {
+  if (rels.size() > kMaxSyncEach) {
+    sync();
+    return;
+  }
+  for (const auto& rel : rels) {
+    Dir dir = dir_fd(rel.parent_path(), false);
+    UniqueFd fd(!dir ? -1
+                     : ::openat(dir.get(),
+                                rel.empty() ? "." : rel.filename().c_str(),
+                                O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd.valid() || ::fsync(fd.get()) != 0) {
+      throw errno_error("fsync", (root_ / rel).string());
+    }
+  }
+}
+
 void OutputDir::commit(const std::vector<StagedFile>& files, bool durable) {
   if (files.empty()) return;
   if (durable) sync();
   for (const auto& f : files) {
-    UniqueFd dir = open_dir(f.path.parent_path(), false);
-    if (!dir.valid() || ::renameat(dir.get(), f.temp_name.c_str(), dir.get(),
-                                   f.path.filename().c_str()) != 0) {
+    Dir dir = dir_fd(f.path.parent_path(), false);
+    if (!dir || ::renameat(dir.get(), f.temp_name.c_str(), dir.get(),
+                           f.path.filename().c_str()) != 0) {
       throw errno_error("rename into place", (root_ / f.path).string());
     }
   }
@@ -161,8 +211,8 @@ void OutputDir::commit(const std::vector<StagedFile>& files, bool durable) {
 void OutputDir::discard(const std::vector<StagedFile>& files) noexcept {
   for (const auto& f : files) {
     try {
-      UniqueFd dir = open_dir(f.path.parent_path(), false);
-      if (dir.valid()) ::unlinkat(dir.get(), f.temp_name.c_str(), 0);
+      Dir dir = dir_fd(f.path.parent_path(), false);
+      if (dir) ::unlinkat(dir.get(), f.temp_name.c_str(), 0);
     } catch (...) {
     }
   }
@@ -170,9 +220,11 @@ void OutputDir::discard(const std::vector<StagedFile>& files) noexcept {
 
 std::vector<std::string> OutputDir::list(const fs::path& rel_dir) const {
   std::vector<std::string> names;
-  UniqueFd dir = open_dir(rel_dir, false);
-  if (!dir.valid()) return names;
-  DIR* d = ::fdopendir(dir.release());
+  Dir dir = dir_fd(rel_dir, false);
+  if (!dir) return names;
+  // A descriptor of its own: readdir moves its offset, closedir closes it.
+  DIR* d =
+      ::fdopendir(::openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!d) throw errno_error("list", (root_ / rel_dir).string());
   while (struct dirent* e = ::readdir(d)) {
     if (e->d_name[0] != '.') names.emplace_back(e->d_name);
@@ -183,7 +235,7 @@ std::vector<std::string> OutputDir::list(const fs::path& rel_dir) const {
 }
 
 void OutputDir::make_dir(const fs::path& rel) {
-  UniqueFd parent = open_dir(rel.parent_path(), true);
+  Dir parent = dir_fd(rel.parent_path(), true);
   std::string shown = (root_ / rel).string();
   if (::mkdirat(parent.get(), rel.filename().c_str(), kDirMode) != 0) {
     throw errno_error("mkdir", shown);
@@ -196,21 +248,24 @@ void OutputDir::make_dir(const fs::path& rel) {
 }
 
 void OutputDir::rename(const fs::path& from, const fs::path& to) {
-  UniqueFd a = open_dir(from.parent_path(), false);
-  UniqueFd b = open_dir(to.parent_path(), true);
-  if (!a.valid() || ::renameat(a.get(), from.filename().c_str(), b.get(),
-                               to.filename().c_str()) != 0) {
+  Dir a = dir_fd(from.parent_path(), false);
+  Dir b = dir_fd(to.parent_path(), true);
+  if (!a || ::renameat(a.get(), from.filename().c_str(), b.get(),
+                       to.filename().c_str()) != 0) {
     throw errno_error("rename", (root_ / from).string());
   }
+  forget(from);
+  forget(to);
 }
 
 void OutputDir::remove_all(const fs::path& rel) {
-  UniqueFd parent = open_dir(rel.parent_path(), false);
-  if (!parent.valid()) return;
+  Dir parent = dir_fd(rel.parent_path(), false);
+  if (!parent) return;
   std::string base = rel.filename().string();
   const char* name = base.c_str();
   if (::unlinkat(parent.get(), name, 0) == 0 || errno == ENOENT) return;
   if (errno != EISDIR) throw errno_error("remove", (root_ / rel).string());
+  forget(rel);
   UniqueFd probe(::openat(parent.get(), name,
                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!probe.valid()) throw errno_error("open", (root_ / rel).string());
@@ -223,15 +278,19 @@ void OutputDir::remove_all(const fs::path& rel) {
   }
   if (d) ::closedir(d);
   for (const auto& n : names) remove_all(rel / n);
-  if (::unlinkat(parent.get(), name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
+  forget(rel);
+  parent = dir_fd(rel.parent_path(), false);
+  if (parent && ::unlinkat(parent.get(), name, AT_REMOVEDIR) != 0 &&
+      errno != ENOENT) {
     throw errno_error("remove directory", (root_ / rel).string());
   }
 }
 
 void OutputDir::remove_leftovers(const fs::path& rel_dir) {
-  UniqueFd dir = open_dir(rel_dir, false);
-  if (!dir.valid()) return;
-  DIR* d = ::fdopendir(dir.release());
+  Dir dir = dir_fd(rel_dir, false);
+  if (!dir) return;
+  DIR* d =
+      ::fdopendir(::openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!d) throw errno_error("list", (root_ / rel_dir).string());
   std::vector<std::string> names;
   while (struct dirent* e = ::readdir(d)) {
@@ -246,8 +305,8 @@ void OutputDir::remove_leftovers(const fs::path& rel_dir) {
 }
 
 std::optional<std::string> OutputDir::read_link(const fs::path& rel) const {
-  UniqueFd dir = open_dir(rel.parent_path(), false);
-  if (!dir.valid()) return {};
+  Dir dir = dir_fd(rel.parent_path(), false);
+  if (!dir) return {};
   char buf[4096];
   ssize_t n = ::readlinkat(dir.get(), rel.filename().c_str(), buf, sizeof buf);
   if (n < 0) {
@@ -258,7 +317,7 @@ std::optional<std::string> OutputDir::read_link(const fs::path& rel) const {
 }
 
 void OutputDir::replace_link(const fs::path& rel, const std::string& target) {
-  UniqueFd dir = open_dir(rel.parent_path(), true);
+  Dir dir = dir_fd(rel.parent_path(), true);
   std::string temp = temp_name(rel.filename().string());
   if (::symlinkat(target.c_str(), dir.get(), temp.c_str()) != 0) {
     throw errno_error("symlink", (root_ / rel).string());
@@ -275,7 +334,7 @@ void OutputDir::replace_link(const fs::path& rel, const std::string& target) {
 }
 
 void OutputDir::sync() {
-  if (::syncfs(root_fd_.get()) != 0)
+  if (::syncfs(root_fd_->get()) != 0)
     throw errno_error("syncfs", root_.string());
 }
 

@@ -48,7 +48,7 @@ json relay_json(const panel::RelaySettings& r) {
 // The domain a written or removed output path belongs to; "" for the
 // server-wide relay and for generation files.
 std::string domain_of_path(const std::string& path) {
-  for (const char* prefix : {"domains/", "suspended/"}) {
+  for (const char* prefix : {"domains/", "suspended/", "dkim/"}) {
     if (path.starts_with(prefix)) {
       std::string rest = path.substr(std::string_view(prefix).size());
       return rest.substr(0, rest.find('/'));
@@ -335,8 +335,14 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   if ((full || server) && model_.server_problem) {
     outcome.problems.push_back(model_.server_problem->text());
   }
+  // Once per apply: asking each name about every path written would make
+  // a full apply quadratic in the number of domains.
+  std::set<std::string> touched;
+  for (const auto* paths : {&outcome.report.written, &outcome.report.removed}) {
+    for (const auto& p : *paths) touched.insert(domain_of_path(p));
+  }
   for (const auto& name : names) {
-    outcome.domains.push_back(outcome_of(name, outcome.report));
+    outcome.domains.push_back(outcome_of(name, outcome.report, touched));
     if (auto it = model_.rejected.find(name); it != model_.rejected.end()) {
       for (const auto& p : it->second) outcome.problems.push_back(p.text());
     }
@@ -349,7 +355,8 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
 }
 
 DomainOutcome Engine::outcome_of(const std::string& name,
-                                 const apply::ApplyReport& report) const {
+                                 const apply::ApplyReport& report,
+                                 const std::set<std::string>& touched) const {
   DomainOutcome o{name, "unchanged", "", ""};
   if (auto it = model_.domains.find(name); it != model_.domains.end()) {
     o.route = model::route_name(it->second.route);
@@ -369,12 +376,7 @@ DomainOutcome Engine::outcome_of(const std::string& name,
     o.message = fmt::format("{}", fmt::join(report.errors, "; "));
     return o;
   }
-  auto touches = [&](const std::vector<std::string>& paths) {
-    return std::any_of(paths.begin(), paths.end(), [&](const auto& p) {
-      return domain_of_path(p) == name;
-    });
-  };
-  if (touches(report.written) || touches(report.removed)) {
+  if (touched.count(name)) {
     o.result = o.route.empty() ? "removed" : "applied";
   }
   return o;

@@ -290,7 +290,8 @@ TEST_F(EngineTest, ConfirmedResyncRemovesVanishedDomains) {
   engine.resync();
   fs::remove_all(panel_ / "data/users/alice/mail");
   auto outcome = engine.resync({.confirm_removals = true});
-  EXPECT_TRUE(outcome.report.ok());
+  EXPECT_TRUE(outcome.report.ok())
+      << ::testing::PrintToString(outcome.report.errors);
   EXPECT_EQ(outcome.report.removed.size(), 12u);
   EXPECT_FALSE(fs::exists(out_ / "domains/d0.example"));
 }

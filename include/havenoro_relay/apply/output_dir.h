@@ -3,6 +3,8 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +55,19 @@ class OutputDir {
   /// survive one (a scratch copy) skip the syncs with `durable` false.
   void commit(const std::vector<StagedFile>& files, bool durable = true);
 
+  /// Writes a file under its final name, created new (O_EXCL) with owner
+  /// and mode set, not synced: for a scratch tree that nothing reads until
+  /// it is complete, where a temporary and a rename per file would only
+  /// double the work.
+  void write_new(const std::filesystem::path& rel, const std::string& content,
+                 mode_t mode);
+
+  /// Makes files or directories durable: one fsync each for a few, one
+  /// syncfs of the file system for many (a sync of the whole file system
+  /// is the cheaper way for thousands of files, the costlier one for a
+  /// few while other programs write).
+  void make_durable(const std::vector<std::filesystem::path>& rels);
+
   /// Removes the staged temporaries of an abandoned write.
   void discard(const std::vector<StagedFile>& files) noexcept;
 
@@ -86,15 +101,33 @@ class OutputDir {
   void sync();
 
  private:
-  // Opens the directory `rel` below the root, one component at a time with
-  // O_NOFOLLOW; creates missing ones when `create` is set.
-  util::UniqueFd open_dir(const std::filesystem::path& rel, bool create) const;
+  // An open directory, shared with the cache; false when it is missing.
+  class Dir {
+   public:
+    Dir(std::shared_ptr<util::UniqueFd> fd) : fd_(std::move(fd)) {}
+    Dir(std::nullptr_t) {}
+    explicit operator bool() const { return fd_ && fd_->valid(); }
+    int get() const { return fd_->get(); }
+
+   private:
+    std::shared_ptr<util::UniqueFd> fd_;
+  };
+
+  // The directory `rel` below the root, opened one component at a time
+  // with O_NOFOLLOW (missing ones created when `create` is set).
+  Dir dir_fd(const std::filesystem::path& rel, bool create) const;
+  // Forgets cached descriptors of `rel` and below, after it moved or went.
+  void forget(const std::filesystem::path& rel) const;
   std::string temp_name(const std::string& base);
 
   std::filesystem::path root_;
   gid_t group_;
-  util::UniqueFd root_fd_;
+  std::shared_ptr<util::UniqueFd> root_fd_;
   unsigned long temp_counter_ = 0;
+  // Directories of one apply, by relative path. An apply writes thousands
+  // of files into a handful of directories; opening each path from the
+  // root again cost more system calls than the writes themselves.
+  mutable std::map<std::string, std::shared_ptr<util::UniqueFd>> dirs_;
 };
 
 /// The numeric id of a group, e.g. "Debian-exim". Throws std::runtime_error.

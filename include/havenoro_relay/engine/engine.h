@@ -124,7 +124,8 @@ class Engine {
   ApplyOutcome apply_scope(const std::set<std::string>& names, bool server,
                            bool full, bool confirm_removals = false);
   DomainOutcome outcome_of(const std::string& name,
-                           const apply::ApplyReport& report) const;
+                           const apply::ApplyReport& report,
+                           const std::set<std::string>& touched) const;
   void record_errors(const std::set<std::string>& names, bool server);
   nlohmann::json domain_json(const std::string& name) const;
   void note_exim(const ApplyOutcome& outcome);
