@@ -125,9 +125,11 @@ class KillDuringApplyTest(SafetyCase):
 
     maxDiff = None
     DOMAINS = 300
-    KILLS = 25
-    MAX_ATTEMPTS = 60
-    BUDGET_S = 45
+    KILLS = 12
+    MAX_ATTEMPTS = 40
+    # A bound for a loaded machine (ctest -j2 beside other Exim tests),
+    # where one kill and its converging runs take seconds.
+    BUDGET_S = 150
 
     @classmethod
     def setUpClass(cls):
@@ -272,7 +274,9 @@ class KillDuringApplyTest(SafetyCase):
         # ms; the writes, the switch of `current` and the reload come
         # later. Delays spread over a whole apply reach all of them.
         took = self.calibrate(rng)
-        max_delay = max(0.150, took)
+        # Up to nine tenths of an uninterrupted apply, so that most kills
+        # land inside one (a killed run is a little slower to start).
+        max_delay = max(0.150, took * 0.9)
         print(f"\nkill seed {seed}; an uninterrupted apply took "
               f"{took * 1000:.0f} ms; kill delays 0-{max_delay * 1000:.0f} ms",
               file=sys.stderr)
