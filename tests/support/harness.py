@@ -449,13 +449,21 @@ class EximInstance:
     line, and direct delivery becomes a manualroute router to the MX sink,
     which stands for "the recipient's MX" so a test sees mail that did not
     go through a relay.
+
+    Two test-only additions stand for what an admin configures beside the
+    example: submission_account (user, password) lets a mail client
+    authenticate with AUTH PLAIN, as a server's Dovecot or SASL setup
+    would; hosted_domains are domains whose mailboxes are on this server:
+    they join local_domains and their mail is appended to mailbox(domain).
     """
 
     def __init__(self, workdir, output_dir, mx_sink_port,
-                 example=EXAMPLE_CONFIG):
+                 example=EXAMPLE_CONFIG, submission_account=None,
+                 hosted_domains=()):
         self.dir = Path(workdir) / "exim"
         self.output_dir = Path(output_dir)
         self.mx_sink_port = mx_sink_port
+        self.submission_account = submission_account
         uid, gid = exim_ids()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)
@@ -465,6 +473,16 @@ class EximInstance:
             d.mkdir(exist_ok=True)
             os.chown(d, uid, gid)
             d.chmod(0o750)
+        self.mailbox_dir = self.dir / "mailboxes"
+        self.hosted_domains = list(hosted_domains)
+        if self.hosted_domains:
+            # One directory per hosted domain: dsearch finds the domain
+            # there, and its (untainted) name becomes the mailbox path.
+            for domain in [""] + self.hosted_domains:
+                d = self.mailbox_dir / domain
+                d.mkdir(exist_ok=True)
+                os.chown(d, uid, gid)
+                d.chmod(0o755)
         self.config_file = self.dir / "exim.conf"
         self.pid_file = self.spool_dir / "exim-daemon.pid"
         self.mainlog = self.log_dir / "mainlog"
@@ -511,7 +529,78 @@ class EximInstance:
                           count=1, flags=re.S)
         if n != 1:
             raise HarnessError(f"{example}: no direct delivery block")
+        if self.hosted_domains:
+            text = self._add_hosted_mailboxes(text, example)
+        if self.submission_account:
+            text = self._add_submission_auth(text, example)
         return text
+
+    def _add_hosted_mailboxes(self, text, example):
+        """Local delivery for hosted_domains, into files under the work
+        directory (Exim runs as Debian-exim here and cannot write
+        /var/mail as a mailbox owner would)."""
+        boxes = f"dsearch;{self.mailbox_dir}"
+        text, n = re.subn(r"^(domainlist local_domains = .*)$",
+                          lambda m: f"{m.group(1)} : {boxes}", text,
+                          count=1, flags=re.M)
+        router = "\n".join([
+            "# Test: hosted domains' mailboxes (tests/support/harness.py).",
+            "hosted_mailbox:",
+            "  driver = accept",
+            f"  domains = {boxes}",
+            "  transport = hosted_mailbox_file",
+            "",
+            "",
+        ])
+        text, r = re.subn(r"^(?=system_aliases:)", lambda m: router, text,
+                          count=1, flags=re.M)
+        transport = "\n".join([
+            "# Test: hosted domains' mailboxes (tests/support/harness.py).",
+            "hosted_mailbox_file:",
+            "  driver = appendfile",
+            f"  file = {self.mailbox_dir}/$domain_data/mbox",
+            f"  user = {EXIM_USER}",
+            "  envelope_to_add",
+            "  return_path_add",
+            "",
+            "",
+        ])
+        text, s = re.subn(r"^(?=begin retry$)", lambda m: transport, text,
+                          count=1, flags=re.M)
+        if (n, r, s) != (1, 1, 1):
+            raise HarnessError(f"{example}: no local_domains, "
+                               "system_aliases or retry section")
+        return text
+
+    def _add_submission_auth(self, text, example):
+        """A server authenticator for mail clients, at the end of the
+        authenticators section (the example's last)."""
+        if re.findall(r"^begin (\w+)$", text, re.M)[-1:] != \
+                ["authenticators"]:
+            raise HarnessError(f"{example}: authenticators is not the "
+                               "last section")
+        user, password = self.submission_account
+        if not all(re.fullmatch(r"[\w.@-]+", v) for v in (user, password)):
+            raise HarnessError("submission account: letters, digits, '@', "
+                               "'.', '-' and '_' only (no quoting here)")
+        return text + "\n".join([
+            "",
+            "# Test: mail clients authenticate for submission "
+            "(tests/support/harness.py).",
+            "test_submission:",
+            "  driver = plaintext",
+            "  public_name = PLAIN",
+            "  server_prompts = :",
+            "  server_condition = ${if and{{eq{$auth2}{%s}}"
+            "{eq{$auth3}{%s}}}}" % (user, password),
+            "  server_set_id = $auth2",
+            "",
+        ])
+
+    def mailbox(self, domain):
+        """What local delivery appended for a hosted domain, as text."""
+        path = self.mailbox_dir / domain / "mbox"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def exim(self, *args, input=None, timeout=60):
         """Runs the Exim binary on this configuration (as the caller)."""
@@ -574,10 +663,13 @@ class EximInstance:
         self.stop()
 
     def send(self, sender, rcpt, subject, body="test message\n",
-             headers=None):
+             headers=None, login=None, source_address=None):
         """Submits one message over SMTP and returns Exim's message id.
 
-        sender "" sends MAIL FROM:<>, as bounces and autoreplies do.
+        sender "" sends MAIL FROM:<>, as bounces and autoreplies do. login
+        (user, password) authenticates first, as a mail client submitting
+        for its user does; source_address is the client's own loopback
+        address (another one than 127.0.0.1 is not in relay_from_hosts).
         """
         msg = email.message.EmailMessage()
         msg["From"] = sender or "MAILER-DAEMON@mail.havenoro.test"
@@ -588,9 +680,13 @@ class EximInstance:
         for name, value in (headers or {}).items():
             msg[name] = value
         msg.set_content(body)
+        source = (source_address, 0) if source_address else None
         with smtplib.SMTP(LOOPBACK, self.port, timeout=30,
-                          local_hostname="client.havenoro.test") as smtp:
+                          local_hostname="client.havenoro.test",
+                          source_address=source) as smtp:
             self._expect(smtp.ehlo(), 250, "EHLO")
+            if login:
+                self._expect(smtp.login(*login), 235, "AUTH")
             self._expect(smtp.mail(sender), 250, "MAIL FROM")
             self._expect(smtp.rcpt(rcpt), 250, "RCPT TO")
             code, reply = smtp.data(msg.as_bytes())
@@ -611,6 +707,60 @@ class EximInstance:
             args += ["-f", sender]
         text = f"To: {rcpt}\nSubject: {subject}\n\n{body}"
         return self.exim(*args, rcpt, input=text)
+
+    def submit_as(self, user, rcpt, subject, sender=None, body="test\n"):
+        """Submits a message as `sendmail [-f]` run by an unprivileged
+        user (a web application's mail()), delivering at once (-odi).
+
+        Exim keeps its setuid privilege with -C only for root and its own
+        user; any other caller runs it as itself, and it cannot write the
+        spool. A server's Exim reads its installed configuration instead
+        (first on its search path: /etc/exim4/exim4.conf). So the user's
+        command runs in a private mount namespace in which /etc/exim4
+        holds this instance's configuration: the setuid Exim takes it as
+        its own, and nothing outside the namespace sees the change.
+        """
+        etc = self.dir / "etc-exim4"
+        etc.mkdir(exist_ok=True)
+        etc.chmod(0o755)
+        # Exim refuses a configuration that is not root's or is writable
+        # by others.
+        shutil.copyfile(self.config_file, etc / "exim4.conf")
+        (etc / "exim4.conf").chmod(0o644)
+        args = ["-odi", "-oi"]
+        if sender is not None:
+            args += ["-f", sender]
+        script = 'mount --bind "$1" /etc/exim4 && shift && exec "$@"'
+        text = f"To: {rcpt}\nSubject: {subject}\n\n{body}"
+        return subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "--",
+             "sh", "-c", script, "sh", str(etc),
+             "runuser", "-u", user, "--", EXIM, *args, rcpt],
+            input=text, capture_output=True, text=True, timeout=60)
+
+    def retry_records(self):
+        """Exim's retry hints (`exim_dumpdb SPOOL retry`), by key.
+
+        Each value has errno (Exim's basic errno, e.g. -42 for a refused
+        login), text, and first_failed, last_try and next_try as epoch
+        seconds: Exim keeps them to the second.
+        """
+        cp = subprocess.run(["exim_dumpdb", str(self.spool_dir), "retry"],
+                            capture_output=True, text=True, timeout=30)
+        records = {}
+        lines = cp.stdout.splitlines()
+        for head, times in zip(lines, lines[1:]):
+            m = re.match(r"^\s+([TR]:\S+) (-?\d+) (-?\d+) (.*)$", head)
+            stamps = re.findall(r"\d\d-\w{3}-\d{4} \d\d:\d\d:\d\d", times)
+            if not m or len(stamps) != 3:
+                continue
+            first, last, next_ = (
+                time.mktime(time.strptime(s, "%d-%b-%Y %H:%M:%S"))
+                for s in stamps)
+            records[m.group(1)] = {
+                "errno": int(m.group(2)), "text": m.group(4),
+                "first_failed": first, "last_try": last, "next_try": next_}
+        return records
 
     @staticmethod
     def _expect(reply, code, what):
