@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "havenoro_relay/apply/exim_reload.h"
+#include "havenoro_relay/apply/live_files.h"
 #include "havenoro_relay/apply/output_dir.h"
 #include "havenoro_relay/candidate/exim_check.h"
 #include "havenoro_relay/render/credential_file.h"
@@ -52,58 +53,45 @@ bool in_domain_dir(const std::string& path) {
   return path.starts_with("domains/") || path.starts_with("dkim/");
 }
 
-// A data file as the model wants it: with this content, or absent.
-struct Wanted {
-  std::string path;
-  std::optional<std::string> content;
+// The names below the lookup directories, listed once per full apply: at
+// 10,000 domains one listing each is cheaper than asking the disk about
+// every path the model does not want.
+struct Listing {
+  bool complete = false;  ///< listed; otherwise every path is asked for
+  std::vector<std::string> domains, suspended, dkim;  ///< sorted
+
+  static Listing of(const OutputDir& out) {
+    return {true, out.list("domains"), out.list("suspended"), out.list("dkim")};
+  }
+
+  // Whether the domain directory or marker `target` is there; nothing
+  // when the listing cannot tell.
+  std::optional<bool> has(const std::string& target) const {
+    if (!complete) return {};
+    for (auto [prefix, names] :
+         {std::pair{"domains/", &domains}, std::pair{"suspended/", &suspended},
+          std::pair{"dkim/", &dkim}}) {
+      std::string_view p(prefix);
+      if (!target.starts_with(p)) continue;
+      auto name = target.substr(p.size());
+      if (name.find('/') != std::string::npos) return {};
+      return std::binary_search(names->begin(), names->end(), name);
+    }
+    return {};
+  }
 };
 
-void want_domain(const model::RelayModel& m, const std::string& name,
-                 std::vector<Wanted>& out) {
-  auto rejected = m.rejected.find(name);
-  if (rejected != m.rejected.end() && rejected->second.front().keep_live) {
-    return;  // bad settings say nothing new: what is live stays
-  }
-  std::optional<std::string> relay;
-  std::optional<std::string> marker;
-  std::optional<std::string> selector;
-  std::optional<std::string> key;
-  auto it = m.domains.find(name);
-  if (it != m.domains.end() && !it->second.dkim_key.empty()) {
-    selector = render::render_dkim_conf(name, it->second.dkim_selector);
-    key = it->second.dkim_key;
-  }
-  if (it != m.domains.end() && it->second.route == model::Route::kRelay) {
-    relay = render::render_credential_file(name, *it->second.relay);
-  } else if (it != m.domains.end() &&
-             it->second.route == model::Route::kSuspended) {
-    marker = "";
-  }
-  out.push_back({credential_file(name), relay});
-  out.push_back({suspended_marker(name), marker});
-  out.push_back({dkim_conf(name), selector});
-  out.push_back({dkim_key(name), key});
-}
-
-void want_server(const model::RelayModel& m, std::vector<Wanted>& out) {
-  if (m.server_problem) return;
-  std::optional<std::string> file;
-  if (m.server_relay) {
-    file = render::render_credential_file("the server", *m.server_relay);
-  }
-  out.push_back({kDefaultFile, file});
-}
-
 std::set<std::string> names_in_scope(const model::RelayModel& m,
-                                     const OutputDir& out,
+                                     const Listing& live,
                                      const ApplyScope& scope) {
   if (!scope.everything) return scope.domains;
+  if (!live.complete) return scope.changed.value_or(scope.domains);
   std::set<std::string> names;
   for (const auto& [name, d] : m.domains) names.insert(name);
   for (const auto& [name, p] : m.rejected) names.insert(name);
-  for (const auto& name : out.list("domains")) names.insert(name);
-  for (const auto& name : out.list("suspended")) names.insert(name);
-  for (const auto& name : out.list("dkim")) names.insert(name);
+  for (const auto* list : {&live.domains, &live.suspended, &live.dkim}) {
+    names.insert(list->begin(), list->end());
+  }
   return names;
 }
 
@@ -118,39 +106,83 @@ struct Changes {
   bool empty() const { return writes.empty() && removals.empty(); }
 };
 
-Changes diff(const OutputDir& out, std::vector<Wanted> wanted) {
-  Changes c;
-  std::set<std::string> wanted_dirs;
-  for (const auto& w : wanted) {
-    if (w.content && in_domain_dir(w.path)) {
-      wanted_dirs.insert(fs::path(w.path).parent_path().string());
+// Compares what the model wants with what is live, one domain at a time,
+// and notes the difference.
+class Differ {
+ public:
+  Differ(const OutputDir& out, const Listing& live, LiveFiles& seen,
+         Changes& changes)
+      : out_(out), live_(live), seen_(seen), c_(changes) {}
+
+  void domain(const model::RelayModel& m, const std::string& name) {
+    auto rejected = m.rejected.find(name);
+    if (rejected != m.rejected.end() && rejected->second.front().keep_live) {
+      return;  // bad settings say nothing new: what is live stays
+    }
+    auto it = m.domains.find(name);
+    const model::DomainRoute* d = it == m.domains.end() ? nullptr : &it->second;
+    if (d && d->route == model::Route::kRelay) {
+      want(domain_dir(name), credential_file(name),
+           render::render_credential_file(name, *d->relay));
+    } else {
+      want_none(domain_dir(name), true);
+    }
+    if (d && d->route == model::Route::kSuspended) {
+      want(suspended_marker(name), suspended_marker(name), "");
+    } else {
+      want_none(suspended_marker(name));
+    }
+    if (d && d->dkim_key) {
+      std::string dir = "dkim/" + name;
+      want(dir, dkim_conf(name),
+           render::render_dkim_conf(name, d->dkim_selector));
+      want(dir, dkim_key(name), *d->dkim_key);
+    } else {
+      want_none("dkim/" + name);
     }
   }
-  std::set<std::string> removed;
-  for (auto& w : wanted) {
-    if (w.content) {
-      bool same = false;
-      try {
-        same = out.matches(w.path, *w.content, kFileMode);
-      } catch (const std::system_error&) {
-        // A path that cannot be opened (a planted symlink) is written,
-        // which reports it; the others go on.
-      }
-      if (!same) c.writes.emplace_back(w.path, std::move(*w.content));
-      continue;
-    }
-    std::string target = in_domain_dir(w.path)
-                             ? fs::path(w.path).parent_path().string()
-                             : w.path;
-    if (wanted_dirs.count(target) || removed.count(target)) continue;
-    if (out.exists(target)) {
-      removed.insert(target);
-      c.removals.push_back(target);
-      c.relay_removals += w.path.starts_with("domains/");
+
+  void server(const model::RelayModel& m) {
+    if (m.server_problem) return;
+    if (m.server_relay) {
+      want(kDefaultFile, kDefaultFile,
+           render::render_credential_file("the server", *m.server_relay));
+    } else {
+      want_none(kDefaultFile);
     }
   }
-  return c;
-}
+
+ private:
+  // `target` (a domain's directory, or the file itself) must hold `path`
+  // with `content`.
+  void want(const std::string& target, const std::string& path,
+            const std::string& content) {
+    bool same = false;
+    try {
+      same = there(target) && seen_.same(out_, path, content, kFileMode);
+    } catch (const std::system_error&) {
+      // A path that cannot be opened (a planted symlink) is written,
+      // which reports it; the others go on.
+    }
+    if (!same) c_.writes.emplace_back(path, content);
+  }
+
+  void want_none(const std::string& target, bool relay = false) {
+    if (!there(target)) return;
+    c_.removals.push_back(target);
+    c_.relay_removals += relay;
+  }
+
+  bool there(const std::string& target) const {
+    auto listed = live_.has(target);
+    return listed ? *listed : out_.exists(target);
+  }
+
+  const OutputDir& out_;
+  const Listing& live_;
+  LiveFiles& seen_;
+  Changes& c_;
+};
 
 unsigned long parse_generation(const std::string& name) {
   if (name.empty() || name.size() > 18 ||
@@ -222,7 +254,7 @@ fs::path in_check(const fs::path& path) {
 // moves whole, so that Exim's dsearch never finds it without its file.
 // Each file that cannot be put in place (a planted symlink) is reported
 // on its own; the other domains' files still go live.
-void promote(OutputDir& out, const Changes& changes,
+void promote(OutputDir& out, const Changes& changes, LiveFiles& seen,
              std::vector<std::string>& errors) {
   std::set<fs::path> new_dirs;
   std::vector<fs::path> staged;
@@ -244,6 +276,7 @@ void promote(OutputDir& out, const Changes& changes,
         out.rename(in_check(dir), dir);
         parents.insert(dir.parent_path());
       }
+      seen.wrote(out, path, text);
     } catch (const std::system_error& e) {
       errors.push_back(fmt::format("{} not written: {}", path, e.what()));
     }
@@ -252,8 +285,12 @@ void promote(OutputDir& out, const Changes& changes,
 }
 
 void remove_data(OutputDir& out, const std::vector<std::string>& paths,
-                 std::vector<std::string>& errors) try {
+                 LiveFiles& seen, std::vector<std::string>& errors) try {
   for (const auto& path : paths) {
+    for (const auto& file : {path, path + "/smtp_relay.conf",
+                             path + "/dkim.conf", path + "/private.pem"}) {
+      seen.forget(file);
+    }
     if (!in_domain_dir(path + "/")) {
       out.remove_all(path);
       continue;
@@ -552,10 +589,13 @@ void prune(OutputDir& out, unsigned long live, int keep) {
 
 // Holds back the removals when most relay domains would vanish at once,
 // which a panel tree that was not mounted looks like.
-void guard_mass_removal(const OutputDir& out, const ApplyScope& scope,
-                        Changes& changes, ApplyReport& report) {
+void guard_mass_removal(const OutputDir& out, const Listing& listing,
+                        const ApplyScope& scope, Changes& changes,
+                        ApplyReport& report) {
   if (!scope.everything || scope.confirm_removals) return;
-  size_t live = out.list("domains").size();
+  if (changes.relay_removals * 2 < kMassRemovalFloor) return;
+  size_t live =
+      listing.complete ? listing.domains.size() : out.list("domains").size();
   if (live < kMassRemovalFloor || changes.relay_removals * 2 <= live) return;
   report.held_back.push_back(fmt::format(
       "refusing to remove {} of {} relay domains at once (is the panel "
@@ -570,12 +610,84 @@ void guard_mass_removal(const OutputDir& out, const ApplyScope& scope,
 
 Applier::Applier(config::DaemonConfig config) : config_(std::move(config)) {}
 
+namespace {
+
+// A prefetch serves the one apply that follows it, however that ends.
+struct EndPrefetch {
+  LiveFiles& files;
+  ~EndPrefetch() { files.end_prefetch(); }
+};
+
+}  // namespace
+
+// Removes what an interrupted apply left. This daemon's applies leave
+// their scratch names only at the top (.check, generations/.new-N,
+// domains/.old-D); temporaries inside the domain directories come from a
+// daemon killed mid-write before, and are looked for once per process.
+void Applier::sweep(OutputDir& out) {
+  for (const char* dir :
+       {"", "default", "suspended", "domains", "dkim", "generations"}) {
+    out.remove_leftovers(dir);
+  }
+  if (swept_) return;
+  for (const char* top : {"domains", "dkim", "generations"}) {
+    for (const auto& name : out.list(top)) {
+      out.remove_leftovers(fs::path(top) / name);
+    }
+  }
+  swept_ = true;
+}
+
 ApplyReport Applier::apply(const model::RelayModel& model,
                            const ApplyScope& scope) {
-  return run(model, scope, false);
+  EndPrefetch guard{live_files_};
+  ApplyReport report;
+  try {
+    report = run(model, scope, false);
+  } catch (...) {
+    in_sync_ = false;  // stopped halfway: nothing is known
+    throw;
+  }
+  OutputDir out(config_.output_dir, group_id(config_.exim_group));
+  note_in_sync(out, scope, report);
+  return report;
+}
+
+namespace {
+
+// What gains or loses an entry when a domain gains or loses its files;
+// the files themselves are in LiveFiles.
+constexpr const char* kLookupDirs[] = {"domains", "suspended", "dkim",
+                                       "default"};
+
+std::vector<std::optional<util::FileStamp>> lookup_dir_stamps(
+    const OutputDir& out) {
+  std::vector<std::optional<util::FileStamp>> stamps;
+  for (const char* dir : kLookupDirs) stamps.push_back(out.stamp(dir));
+  return stamps;
+}
+
+}  // namespace
+
+// True when nothing was added to, removed from or changed in the output
+// directory since the last apply, which left it in sync with its model.
+bool Applier::untouched(const OutputDir& out) {
+  return in_sync_ && lookup_dir_stamps(out) == dir_stamps_ &&
+         live_files_.all_unchanged(out);
+}
+
+// Only an apply that wrote everything it wanted, held nothing back and
+// failed nowhere leaves the directory in sync with the model; a partial
+// one keeps the state it found.
+void Applier::note_in_sync(const OutputDir& out, const ApplyScope& scope,
+                           const ApplyReport& report) {
+  bool whole = report.ok() && report.held_back.empty();
+  in_sync_ = whole && (scope.everything || in_sync_);
+  if (in_sync_) dir_stamps_ = lookup_dir_stamps(out);
 }
 
 ApplyReport Applier::plan(const model::RelayModel& model) {
+  EndPrefetch guard{live_files_};
   return run(model, ApplyScope::all(), true);
 }
 
@@ -595,27 +707,21 @@ ApplyReport Applier::run(const model::RelayModel& model,
   }
 
   ensure_lookup_dirs(out, "");
-  if (scope.everything && !dry_run) {
-    for (const char* dir :
-         {"", "default", "suspended", "domains", "dkim", "generations"}) {
-      out.remove_leftovers(dir);
-    }
-    // Temporaries sit beside the file they replace.
-    for (const char* top : {"domains", "dkim", "generations"}) {
-      for (const auto& name : out.list(top)) {
-        out.remove_leftovers(fs::path(top) / name);
-      }
-    }
-  }
+  // A resync whose output directory is as the last apply left it compares
+  // only what changed in the model (and has no leftovers to sweep);
+  // otherwise every domain.
+  bool narrow = scope.everything && scope.changed && !dry_run && untouched(out);
+  if (scope.everything && !dry_run && !narrow) sweep(out);
   unsigned long live = live_generation(out);
   report.generation = live;
-  std::vector<Wanted> wanted;
-  for (const auto& name : names_in_scope(model, out, scope)) {
-    want_domain(model, name, wanted);
+  Listing listing = scope.everything && !narrow ? Listing::of(out) : Listing{};
+  Changes changes;
+  Differ differ(out, listing, live_files_, changes);
+  for (const auto& name : names_in_scope(model, listing, scope)) {
+    differ.domain(model, name);
   }
-  if (scope.everything || scope.server) want_server(model, wanted);
-  Changes changes = diff(out, std::move(wanted));
-  guard_mass_removal(out, scope, changes, report);
+  if (scope.everything || scope.server) differ.server(model);
+  guard_mass_removal(out, listing, scope, changes, report);
   bool snippets_same = snippets_live(out, live, snippets);
   if (!snippets_same && live != 0 && pinned_generation(out) == live) {
     snippets_same = true;  // a rollback holds the live snippets
@@ -676,9 +782,9 @@ ApplyReport Applier::run(const model::RelayModel& model,
       return report;
     }
   }
-  promote(out, changes, report.errors);
+  promote(out, changes, live_files_, report.errors);
   out.remove_all(kCheckDir);  // the copies of live files
-  remove_data(out, changes.removals, report.errors);
+  remove_data(out, changes.removals, live_files_, report.errors);
   if (running_exim(exim_daemon(config_))) retry_held_mail(config_, changes);
   return report;
 }
@@ -727,6 +833,11 @@ ApplyReport Applier::rollback(std::optional<unsigned long> generation) {
   report.new_generation = true;
   go_live(out, config_, target, live, report);
   return report;
+}
+
+void Applier::prefetch() {
+  OutputDir out(config_.output_dir, group_id(config_.exim_group));
+  live_files_.prefetch(out);
 }
 
 void Applier::release_pin() {

@@ -122,6 +122,25 @@ std::optional<std::string> OutputDir::read(const fs::path& rel) const {
   return read_all(fd.get(), (root_ / rel).string());
 }
 
+std::optional<util::FileStamp> OutputDir::stamp(const fs::path& rel) const {
+  auto it = rel.begin();
+  if (std::distance(it, rel.end()) == 3) {
+    // domains/<d>/smtp_relay.conf: one fstatat from the open top directory
+    // instead of opening <d> (a resync asks about thousands of them). A
+    // symlink at <d> is followed here: what it leads to matches a stamp
+    // recorded by LiveFiles only if it is the very file this daemon wrote
+    // (same device, inode and change time); anything else is read through
+    // matches(), which refuses symlinks.
+    Dir top = dir_fd(*it, false);
+    if (!top) return {};
+    auto below = rel.lexically_relative(*it);
+    return util::stamp_at(top.get(), below.c_str());
+  }
+  Dir dir = dir_fd(rel.parent_path(), false);
+  if (!dir) return {};
+  return util::stamp_at(dir.get(), rel.filename().c_str());
+}
+
 bool OutputDir::exists(const fs::path& rel) const {
   Dir dir = dir_fd(rel.parent_path(), false);
   struct stat st;

@@ -42,6 +42,17 @@ std::string joined(const json& list, const char* separator = ", ") {
   return out.empty() ? "-" : out;
 }
 
+// The daemon sends the first few entries of a long list and its total.
+size_t left_out(const json& doc, const char* list, const char* total) {
+  size_t shown = member(doc, list).size();
+  size_t all = doc.value(total, shown);
+  return all > shown ? all - shown : 0;
+}
+
+std::string and_more(size_t n) {
+  return n ? fmt::format(" (and {} more)", n) : "";
+}
+
 std::string last_apply_text(const json& a) {
   if (!a.is_object()) return "none yet";
   return fmt::format("{} at {} in {} ms{}", text(a, "result"), text(a, "at"),
@@ -63,7 +74,7 @@ std::string exim_text(const json& e) {
                      message.empty() ? "" : ": " + message);
 }
 
-std::string errors_text(const json& errors) {
+std::string errors_text(const json& errors, size_t more) {
   if (!errors.is_array() || errors.empty()) return "";
   TextTable table({"REJECTED", "SINCE", "REASON"});
   for (const auto& e : errors) {
@@ -71,7 +82,10 @@ std::string errors_text(const json& errors) {
     table.add({name.empty() ? "(server-wide)" : name, text(e, "first_seen"),
                text(e, "error")});
   }
-  return "\n" + table.str();
+  std::string rest =
+      more ? fmt::format("... and {} more: havenoro-relayctl domains\n", more)
+           : "";
+  return "\n" + table.str() + rest;
 }
 
 std::string delivery_text(const json& e) {
@@ -122,7 +136,10 @@ std::string status_view(const json& s) {
       {"Last apply", last_apply_text(last)},
   };
   if (last.is_object()) {
-    rows.push_back({"  changed", joined(member(last, "changed_domains"))});
+    rows.push_back(
+        {"  changed", joined(member(last, "changed_domains")) +
+                          and_more(left_out(last, "changed_domains",
+                                            "changed_domains_total"))});
     rows.push_back({"  files", fmt::format("{} written, {} removed",
                                            last.value("written", 0),
                                            last.value("removed", 0))});
@@ -140,7 +157,10 @@ std::string status_view(const json& s) {
   }
   for (const auto& w : member(s, "warnings"))
     rows.push_back({"Warning", w.is_string() ? w.get<std::string>() : ""});
-  return key_values(rows) + errors_text(member(s, "errors"));
+  if (size_t more = left_out(s, "warnings", "warnings_total"))
+    rows.push_back({"Warning", fmt::format("... and {} more", more)});
+  return key_values(rows) + errors_text(member(s, "errors"),
+                                        left_out(s, "errors", "errors_total"));
 }
 
 std::string domain_view(const json& d) {

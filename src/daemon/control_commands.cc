@@ -5,6 +5,7 @@
 
 #include "havenoro_relay/daemon/reconcile_reply.h"
 #include "havenoro_relay/daemon/relay_test.h"
+#include "havenoro_relay/daemon/status_reply.h"
 #include "havenoro_relay/panel/domain_settings.h"
 
 namespace havenoro::daemon {
@@ -50,12 +51,6 @@ CommandHandler checked(CommandHandler handler) {
   };
 }
 
-void status_get(ApplyLoop& loop, const DaemonInfo& info, Responder respond) {
-  json status = info.complete(loop.status(), loop.applies(), loop.queued());
-  std::string line = status_line(status);
-  respond({Result::kSuccess, line, std::move(status)});
-}
-
 void version_get(Responder respond) {
   respond({Result::kSuccess,
            "havenoro-relayd " HAVENORO_VERSION,
@@ -96,16 +91,34 @@ ReconcileTarget reconcile_target(const json& args) {
 // rollback's pin runs as a task with those options; it always waits.
 void forced_resync(ApplyLoop& loop, engine::Engine::ResyncOptions options,
                    Responder respond) {
-  loop.run([&loop, options, respond](engine::Engine& engine) {
+  loop.run([options, respond](engine::Engine& engine) {
     try {
-      respond(reconcile_reply(engine.resync(options), {}, loop.status()));
+      auto outcome = engine.resync(options);
+      respond(reconcile_reply(outcome, {}, encode_summary(outcome)));
     } catch (const std::exception& e) {
       respond(make_reply(Result::kError, e.what()));
     }
   });
 }
 
-void reconcile(ApplyLoop& loop, const json& args, Responder respond) {
+// Told on the applying thread, once per waiting request: each reply is
+// its domain's outcome and the apply's summary, encoded once for all.
+ApplyDone reply_when_done(ApplyLoop& loop,
+                          std::shared_ptr<ApplySummaries> summaries,
+                          ReconcileTarget target, Responder respond) {
+  return [&loop, summaries, target, respond](const SharedOutcome& outcome) {
+    std::optional<std::string> server_error;
+    if (target.kind == ReconcileTarget::Kind::kServer)
+      server_error = loop.server_error();
+    respond(reconcile_reply(*outcome, target, summaries->of(outcome),
+                            server_error));
+  };
+}
+
+void reconcile(ApplyLoop& loop,
+               const std::shared_ptr<ApplySummaries>& summaries,
+               const std::function<void()>& take_panel_changes,
+               const json& args, Responder respond) {
   auto target = reconcile_target(args);
   bool wait = flag_argument(args, "wait");
   engine::Engine::ResyncOptions options{flag_argument(args, "confirm_removals"),
@@ -120,11 +133,8 @@ void reconcile(ApplyLoop& loop, const json& args, Responder respond) {
     return;
   }
   ApplyDone done;
-  if (wait) {
-    done = [&loop, target, respond](const engine::ApplyOutcome& outcome) {
-      respond(reconcile_reply(outcome, target, loop.status()));
-    };
-  }
+  if (wait) done = reply_when_done(loop, summaries, target, respond);
+  if (take_panel_changes) take_panel_changes();
   if (target.kind == ReconcileTarget::Kind::kAll) {
     loop.resync(std::move(done));
   } else {
@@ -188,18 +198,22 @@ void config_test(ApplyLoop& loop, Responder respond) {
 
 }  // namespace
 
-CommandTable make_commands(ApplyLoop& loop, const DaemonInfo& info) {
+CommandTable make_commands(ApplyLoop& loop, const DaemonInfo& info,
+                           std::function<void()> take_panel_changes) {
+  auto status = std::make_shared<const StatusReply>(loop, info);
+  auto summaries = std::make_shared<ApplySummaries>();
   return {
-      {"status-get",
-       [&loop, &info](const json&, Responder r) { status_get(loop, info, r); }},
+      {"status-get", [status](const json&, Responder r) { r(status->now()); }},
       {"version-get", [](const json&, Responder r) { version_get(r); }},
       {"domain-list",
        [&loop](const json&, Responder r) { domain_list(loop, r); }},
       {"domain-get", checked([&loop](const json& a, Responder r) {
          domain_get(loop, a, r);
        })},
-      {"reconcile",
-       checked([&loop](const json& a, Responder r) { reconcile(loop, a, r); })},
+      {"reconcile", checked([&loop, summaries, take_panel_changes](
+                                const json& a, Responder r) {
+         reconcile(loop, summaries, take_panel_changes, a, r);
+       })},
       {"config-test",
        [&loop](const json&, Responder r) { config_test(loop, r); }},
       {"rollback",

@@ -25,6 +25,12 @@ void drop_passwords(json& value) {
   }
 }
 
+// Replace invalid UTF-8 rather than throw: a file name from the panel
+// tree should not cost the client its reply.
+std::string dump(const json& value) {
+  return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 }  // namespace
 
 Request parse_request(std::string_view line) {
@@ -50,12 +56,28 @@ std::string encode_request(const Request& request) {
 std::string encode_reply(const Reply& reply) {
   json arguments = reply.arguments;
   drop_passwords(arguments);
-  json doc = {{"result", static_cast<int>(reply.result)},
-              {"text", reply.text},
-              {"arguments", std::move(arguments)}};
-  // Replace invalid UTF-8 rather than throw: a file name from the panel
-  // tree should not cost the client its reply.
-  return doc.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string args = arguments.is_object() ? dump(arguments) : "{}";
+  if (reply.encoded && !reply.encoded->empty()) {
+    // Spliced in as text: what is shared is not parsed or dumped again.
+    args.pop_back();
+    if (args.size() > 1) args += ',';
+    args += *reply.encoded;
+    args += '}';
+  }
+  std::string line = "{\"result\":";
+  line += std::to_string(static_cast<int>(reply.result));
+  line += ",\"text\":";
+  line += dump(json(reply.text));
+  line += ",\"arguments\":";
+  line += args;
+  line += '}';
+  return line;
+}
+
+EncodedMembers encode_members(json object) {
+  drop_passwords(object);
+  std::string text = object.is_object() ? dump(object) : "{}";
+  return std::make_shared<const std::string>(text.substr(1, text.size() - 2));
 }
 
 Reply parse_reply(std::string_view line) {

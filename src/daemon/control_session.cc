@@ -123,8 +123,11 @@ void ControlSession::dispatch(const std::string& line) {
          false);
     return;
   }
-  spdlog::debug(
-      LogEvent("control.request").add("command", request.command).str());
+  // Every status page poll passes here: the line is made only when shown.
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug(
+        LogEvent("control.request").add("command", request.command).str());
+  }
 
   // The reply may come from the applying thread: it is posted back to the
   // socket's thread, and only the first one counts.

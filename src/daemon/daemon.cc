@@ -56,7 +56,8 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
   // process's umask for a moment.
   server_ = std::make_unique<ControlServer>(
       io_, config_.control_socket, config_.control_socket_group,
-      make_commands(*loop_, info_), control_limits(config_));
+      make_commands(*loop_, info_, [this] { take_panel_changes(); }),
+      control_limits(config_));
   // Watching starts before the first resync reads the tree, so nothing
   // saved meanwhile falls between the two.
   open_watcher();
@@ -154,7 +155,7 @@ void Daemon::reload() {
   else if (watcher_)
     watcher_->rescan();
   schedule_resync();
-  loop_->reconfigure(config_, [this](const engine::ApplyOutcome&) {
+  loop_->reconfigure(config_, [this](const SharedOutcome&) {
     notifier_.ready(current_status_line());
   });
 }
@@ -206,6 +207,13 @@ void Daemon::wait_panel() {
 }
 
 void Daemon::on_panel_readable() {
+  if (take_panel_changes()) wait_panel();
+}
+
+// Hands the applying thread what the watcher has seen; false when the
+// watcher failed and a new one took over (it waits on its own).
+bool Daemon::take_panel_changes() {
+  if (!watcher_) return false;
   PanelChanges changes;
   try {
     changes = watcher_->read_changes();
@@ -216,7 +224,7 @@ void Daemon::on_panel_readable() {
                      .str());
     open_watcher();
     resync("watch-failed");
-    return;
+    return false;
   }
   for (const auto& w : changes.warnings)
     spdlog::warn(LogEvent("watch.failed").add("error", w).str());
@@ -231,7 +239,7 @@ void Daemon::on_panel_readable() {
                      .str());
     resync("overflow");
   }
-  wait_panel();
+  return true;
 }
 
 void Daemon::resync(const char* reason) {
@@ -275,9 +283,10 @@ void Daemon::schedule_delivery_poll() {
   });
 }
 
+// After every apply, before its waiters hear: the line needs only what
+// the Engine's shared document has, so nothing is copied.
 std::string Daemon::current_status_line() const {
-  return status_line(
-      info_.complete(loop_->status(), loop_->applies(), loop_->queued()));
+  return status_line(*loop_->status_snapshot());
 }
 
 // On the applying thread, after each apply.

@@ -33,19 +33,25 @@ void DaemonInfo::record(const engine::ApplyOutcome& outcome) {
     exim_ = {{"reloaded", outcome.report.reloaded},
              {"message", outcome.report.exim_state},
              {"at", iso_time(outcome.started)}};
+    ++version_;
   }
   if (!outcome.report.ok()) {
     last_failure_ = {{"at", iso_time(outcome.started)},
                      {"errors", outcome.report.errors}};
+    ++version_;
   }
+}
+
+long DaemonInfo::uptime_s() const {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::steady_clock::now() - started_steady_)
+      .count();
 }
 
 json DaemonInfo::complete(json status, unsigned long applies,
                           size_t queued) const {
-  auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
-      std::chrono::steady_clock::now() - started_steady_);
   status["started"] = iso_time(started_);
-  status["uptime_s"] = uptime.count();
+  status["uptime_s"] = uptime_s();
   status["pid"] = pid_;
   status["config_file"] = config_file_.string();
   status["applies"] = applies;

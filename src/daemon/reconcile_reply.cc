@@ -13,6 +13,16 @@ using engine::ApplyOutcome;
 using engine::DomainOutcome;
 using nlohmann::json;
 
+// Lists in a summary are cut to this many entries, with their totals.
+constexpr size_t kListLimit = 20;
+// A reply's text names this many of an apply's errors.
+constexpr size_t kTextErrors = 3;
+
+json first_of(const std::vector<std::string>& lines) {
+  auto end = lines.begin() + std::min(lines.size(), kListLimit);
+  return json(std::vector<std::string>(lines.begin(), end));
+}
+
 // The panel shows the text as one line.
 std::string one_line(std::string text) {
   std::replace_if(
@@ -21,8 +31,15 @@ std::string one_line(std::string text) {
   return text;
 }
 
+// A failed apply of a bulk edit may have an error per domain: the text
+// stays one short line, the summary has more.
 std::string joined(const std::vector<std::string>& lines) {
-  return one_line(fmt::format("{}", fmt::join(lines, "; ")));
+  auto end = lines.begin() + std::min(lines.size(), kTextErrors);
+  std::string text = fmt::format(
+      "{}", fmt::join(std::vector<std::string>(lines.begin(), end), "; "));
+  if (lines.size() > kTextErrors)
+    text += fmt::format(" (and {} more)", lines.size() - kTextErrors);
+  return one_line(text);
 }
 
 json domain_json(const DomainOutcome& d) {
@@ -76,20 +93,12 @@ Reply domain_reply(const ApplyOutcome& o, const std::string& name,
           std::move(arguments)};
 }
 
-const json* server_error(const json& status) {
-  auto errors = status.find("errors");
-  if (errors == status.end() || !errors->is_array()) return nullptr;
-  for (const auto& e : *errors) {
-    if (e.is_object() && e.value("domain", "x").empty()) return &e;
-  }
-  return nullptr;
-}
-
-Reply server_reply(const ApplyOutcome& o, const json& status, json arguments) {
+Reply server_reply(const ApplyOutcome& o,
+                   const std::optional<std::string>& server_error,
+                   json arguments) {
   if (!o.report.ok()) return failed(o, std::move(arguments));
-  if (const json* e = server_error(status)) {
-    return {Result::kError, one_line(e->value("error", "rejected")),
-            std::move(arguments)};
+  if (server_error) {
+    return {Result::kError, one_line(*server_error), std::move(arguments)};
   }
   auto touched = [](const std::vector<std::string>& paths) {
     return std::any_of(paths.begin(), paths.end(),
@@ -136,9 +145,7 @@ std::string ReconcileTarget::describe() const {
   return "the panel tree";
 }
 
-json outcome_json(const ApplyOutcome& o) {
-  json domains = json::array();
-  for (const auto& d : o.domains) domains.push_back(domain_json(d));
+json summary_json(const ApplyOutcome& o) {
   return {{"started", iso_time(o.started)},
           {"took_ms", o.took.count()},
           {"full", o.full},
@@ -147,26 +154,50 @@ json outcome_json(const ApplyOutcome& o) {
           {"new_generation", o.report.new_generation},
           {"reloaded", o.report.reloaded},
           {"exim_state", o.report.exim_state},
-          {"written", o.report.written},
-          {"removed", o.report.removed},
-          {"errors", o.report.errors},
-          {"held_back", o.report.held_back},
-          {"problems", o.problems},
-          {"domains", std::move(domains)}};
+          {"written", o.report.written.size()},
+          {"removed", o.report.removed.size()},
+          {"domains", o.domains.size()},
+          {"errors", first_of(o.report.errors)},
+          {"errors_total", o.report.errors.size()},
+          {"held_back", first_of(o.report.held_back)},
+          {"problems", first_of(o.problems)},
+          {"problems_total", o.problems.size()}};
+}
+
+EncodedMembers encode_summary(const ApplyOutcome& outcome) {
+  return encode_members({{"apply", summary_json(outcome)}});
+}
+
+EncodedMembers ApplySummaries::of(
+    const std::shared_ptr<const ApplyOutcome>& outcome) {
+  std::lock_guard lock(mutex_);
+  // The same control block is the same outcome, even one gone by now: a
+  // weak pointer keeps the block, so no later outcome can reuse it.
+  bool same =
+      !outcome_.owner_before(outcome) && !outcome.owner_before(outcome_);
+  if (!summary_ || !same) {
+    summary_ = encode_summary(*outcome);
+    outcome_ = outcome;
+  }
+  return summary_;
 }
 
 Reply reconcile_reply(const ApplyOutcome& outcome,
-                      const ReconcileTarget& target, const json& status) {
-  json arguments = {{"apply", outcome_json(outcome)}};
-  switch (target.kind) {
-    case ReconcileTarget::Kind::kDomain:
-      return domain_reply(outcome, target.domain, std::move(arguments));
-    case ReconcileTarget::Kind::kServer:
-      return server_reply(outcome, status, std::move(arguments));
-    case ReconcileTarget::Kind::kAll:
-      break;
-  }
-  return all_reply(outcome, std::move(arguments));
+                      const ReconcileTarget& target, EncodedMembers summary,
+                      const std::optional<std::string>& server_error) {
+  Reply reply = [&]() -> Reply {
+    switch (target.kind) {
+      case ReconcileTarget::Kind::kDomain:
+        return domain_reply(outcome, target.domain, json::object());
+      case ReconcileTarget::Kind::kServer:
+        return server_reply(outcome, server_error, json::object());
+      case ReconcileTarget::Kind::kAll:
+        break;
+    }
+    return all_reply(outcome, json::object());
+  }();
+  reply.encoded = std::move(summary);
+  return reply;
 }
 
 }  // namespace havenoro::daemon

@@ -1,9 +1,11 @@
 #include "havenoro_relay/engine/engine.h"
 
+#include <fcntl.h>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <future>
 #include <mutex>
 
 namespace havenoro::engine {
@@ -118,6 +120,7 @@ size_t Engine::poll_deliveries() {
 
 ApplyOutcome Engine::resync(ResyncOptions options) {
   if (options.release_pin) applier_.release_pin();
+  if (read_once_) return rescan(options);
   auto snapshot = panel::read_panel(config_.panel_root, rules_);
   std::set<std::string> names;
   {
@@ -140,15 +143,150 @@ ApplyOutcome Engine::resync(ResyncOptions options) {
     for (const auto& [name, files] : domains_) {
       model::evaluate_domain(model_, name, &files, users_);
     }
-    pending_users_.clear();
-    pending_files_.clear();
-    pending_domains_.clear();
-    pending_server_ = pending_full_ = false;
+    clear_pending();
   }
+  snapshot = {};  // the entries were moved out; their shells go now
+  read_once_ = true;
   for (const auto& [name, e] : errors_) {
     if (!name.empty()) names.insert(name);  // errors that may be gone now
   }
   return apply_scope(names, true, true, options.confirm_removals);
+}
+
+// A resync after the first: every file of the tree is looked at (one
+// fstatat each), but only those whose stamp changed are read and parsed
+// again, and only their domains are evaluated again. The apply still
+// compares every live file with the model, which catches what happened
+// to the output directory behind the daemon's back.
+ApplyOutcome Engine::rescan(ResyncOptions options) {
+  panel::check_panel_root(config_.panel_root);
+  // Both halves are mostly fstatat() and readdir(): the live files'
+  // stamps are taken on a second thread, and the users are split between
+  // the two, so that a resync of 10,000 domains uses both cores.
+  auto prefetch =
+      std::async(std::launch::async, [this] { applier_.prefetch(); });
+  auto users = list_dir(config_.panel_root / "data" / "users", true);
+  auto half = [&](size_t first) {
+    Reread part;
+    for (size_t i = first; i < users.size(); i += 2) {
+      rescan_changed(users[i], part);
+    }
+    return part;
+  };
+  auto odd = std::async(std::launch::async, half, 1);
+  Reread r = half(0);
+  prefetch.get();
+  merge_into(r, odd.get());
+  r.server = panel::read_server(config_.panel_root, rules_);
+  std::set<std::string> listed(users.begin(), users.end());
+  for (const auto& [user, entry] : users_) {
+    if (!listed.count(user)) rescan_user(user, r);  // gone
+  }
+  std::set<std::string> names;
+  {
+    std::unique_lock lock(mutex_);
+    merge(r);
+    clear_pending();
+    for (const auto& [name, files] : domains_) names.insert(name);
+  }
+  names.insert(r.names.begin(), r.names.end());  // the removed ones
+  std::set<std::string> changed = r.names;
+  for (const auto& [name, e] : errors_) {
+    if (!name.empty()) names.insert(name);
+    if (!name.empty()) changed.insert(name);  // may be gone now
+  }
+  return apply_scope(names, true, true, options.confirm_removals,
+                     std::move(changed));
+}
+
+// Re-reads what changed in one user's directory since it was read.
+void Engine::rescan_changed(const std::string& user, Reread& into) {
+  fs::path dir = config_.panel_root / "data" / "users" / user;
+  auto known = users_.find(user);
+  auto stamp = util::stamp_at(AT_FDCWD, (dir / "user.json").c_str());
+  if (known == users_.end() || known->second.stamp != stamp) {
+    rescan_user(user, into);  // a suspension changes all its domains
+    return;
+  }
+  std::set<std::string> gone;
+  if (auto it = user_domains_.find(user); it != user_domains_.end()) {
+    gone = it->second;
+  }
+  auto files = util::list_stamps((dir / "mail").string());
+  for (const auto& [name, file_stamp] : files) {
+    auto stem = file_stem(name);
+    if (!stem) continue;
+    gone.erase(*stem);
+    if (!same_as_read(user, *stem, file_stamp, files)) {
+      reread_file(user, *stem, into);
+    }
+  }
+  for (const auto& stem : gone) {
+    into.files[{user, stem}] = std::nullopt;
+    into.names.insert(stem);
+  }
+}
+
+bool Engine::same_as_read(const std::string& user, const std::string& stem,
+                          const util::FileStamp& stamp,
+                          const std::vector<util::StampedName>& files) const {
+  auto d = domains_.find(stem);
+  if (d == domains_.end()) return false;
+  auto e = d->second.find(user);
+  if (e == d->second.end() || e->second.stamp != stamp) return false;
+  const auto& settings = e->second.settings.value;
+  if (!settings || !settings->dkim_enabled) return true;
+  std::string key = stem + ".dkim.pem";
+  std::optional<util::FileStamp> key_stamp;
+  for (const auto& [name, file_stamp] : files) {  // a handful of files
+    if (name == key) key_stamp = file_stamp;
+  }
+  return key_stamp == e->second.key_stamp;
+}
+
+void Engine::merge_into(Reread& into, Reread&& from) {
+  into.users.merge(from.users);
+  into.files.merge(from.files);
+  into.names.merge(from.names);
+}
+
+void Engine::clear_pending() {
+  pending_users_.clear();
+  pending_files_.clear();
+  pending_domains_.clear();
+  pending_server_ = pending_full_ = false;
+}
+
+// Takes what was re-read into the in-memory panel and re-evaluates the
+// domains it names. Called with the lock held.
+void Engine::merge(Reread& r) {
+  for (auto& [user, entry] : r.users) {
+    if (entry) {
+      users_.insert_or_assign(user, std::move(*entry));
+    } else {
+      users_.erase(user);
+    }
+  }
+  for (auto& [key, entry] : r.files) {
+    const auto& [user, stem] = key;
+    if (entry) {
+      domains_[stem].insert_or_assign(user, std::move(*entry));
+      user_domains_[user].insert(stem);
+    } else {
+      domains_[stem].erase(user);
+      user_domains_[user].erase(stem);
+      if (domains_[stem].empty()) domains_.erase(stem);
+    }
+  }
+  if (r.server) {
+    server_ = std::move(*r.server);
+    model::evaluate_server(model_, server_);
+  }
+  for (const auto& name : r.names) {
+    auto it = domains_.find(name);
+    model::evaluate_domain(
+        model_, name, it == domains_.end() ? nullptr : &it->second, users_);
+  }
 }
 
 ApplyOutcome Engine::rollback(std::optional<unsigned long> generation) {
@@ -250,20 +388,43 @@ void Engine::rescan_user(const std::string& user, Reread& into) {
   }
 }
 
-void Engine::locate_domain(const std::string& name, Reread& into) {
+// Re-reads the domain where the daemon last saw it; false when it is not
+// there: a domain the daemon does not know, or one whose file moved.
+bool Engine::locate_domain(const std::string& name, Reread& into) {
   into.names.insert(name);
-  std::set<std::string> owners;
-  if (auto it = domains_.find(name); it != domains_.end()) {
-    for (const auto& [user, entry] : it->second) owners.insert(user);
+  auto it = domains_.find(name);
+  if (it == domains_.end()) return false;
+  bool found = false;
+  for (const auto& [user, entry] : it->second) {
+    reread_file(user, name, into);
+    found |= into.files[{user, name}].has_value();
   }
-  // Where the domain lives now may be a user the daemon has not seen own
-  // it: look in every user's mail directory, one stat each.
+  return found;
+}
+
+// Up to this many names, each user's directory is asked for each name;
+// beyond, each user's mail directory is listed once.
+constexpr size_t kStatPerName = 4;
+
+// Where a domain lives now may be a user the daemon has not seen own it:
+// one pass over the users finds every name of `names`, however many.
+void Engine::locate_elsewhere(const std::set<std::string>& names,
+                              Reread& into) {
+  if (names.empty()) return;
   fs::path users = config_.panel_root / "data" / "users";
   for (const auto& user : list_dir(users, true)) {
-    if (path_exists(users / user / "mail" / (name + ".json")))
-      owners.insert(user);
+    fs::path mail = users / user / "mail";
+    if (names.size() <= kStatPerName) {
+      for (const auto& name : names) {
+        if (path_exists(mail / (name + ".json"))) reread_file(user, name, into);
+      }
+      continue;
+    }
+    for (const auto& file : list_dir(mail, false)) {
+      auto stem = file_stem(file);
+      if (stem && names.count(*stem)) reread_file(user, *stem, into);
+    }
   }
-  for (const auto& user : owners) reread_file(user, name, into);
 }
 
 Engine::Reread Engine::reread_pending() {
@@ -273,7 +434,21 @@ Engine::Reread Engine::reread_pending() {
   }
   for (const auto& user : pending_users_) rescan_user(user, r);
   for (const auto& [user, stem] : pending_files_) reread_file(user, stem, r);
-  for (const auto& name : pending_domains_) locate_domain(name, r);
+
+  // A name the watcher just found (a save noted and reconciled at once)
+  // needs no search. The others are found where they were, and only
+  // those that are not are searched for, all in one pass: a bulk edit
+  // reconciles hundreds of names on a server of a thousand users.
+  std::set<std::string> found;
+  for (const auto& [key, entry] : r.files) {
+    if (entry) found.insert(key.second);
+  }
+  std::set<std::string> missing;
+  for (const auto& name : pending_domains_) {
+    if (!locate_domain(name, r) && !found.count(name)) missing.insert(name);
+  }
+  locate_elsewhere(missing, r);
+
   pending_users_.clear();
   pending_files_.clear();
   pending_domains_.clear();
@@ -287,40 +462,14 @@ ApplyOutcome Engine::apply_pending() {
   Reread r = reread_pending();
   {
     std::unique_lock lock(mutex_);
-    for (auto& [user, entry] : r.users) {
-      if (entry) {
-        users_.insert_or_assign(user, std::move(*entry));
-      } else {
-        users_.erase(user);
-      }
-    }
-    for (auto& [key, entry] : r.files) {
-      const auto& [user, stem] = key;
-      if (entry) {
-        domains_[stem].insert_or_assign(user, std::move(*entry));
-        user_domains_[user].insert(stem);
-      } else {
-        domains_[stem].erase(user);
-        user_domains_[user].erase(stem);
-        if (domains_[stem].empty()) domains_.erase(stem);
-      }
-    }
-    if (r.server) {
-      server_ = std::move(*r.server);
-      model::evaluate_server(model_, server_);
-    }
-    for (const auto& name : r.names) {
-      auto it = domains_.find(name);
-      model::evaluate_domain(
-          model_, name, it == domains_.end() ? nullptr : &it->second, users_);
-    }
+    merge(r);
   }
   return apply_scope(r.names, server, false);
 }
 
 ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
-                                 bool server, bool full,
-                                 bool confirm_removals) {
+                                 bool server, bool full, bool confirm_removals,
+                                 std::optional<std::set<std::string>> changed) {
   ApplyOutcome outcome;
   outcome.started = Clock::now();
   outcome.full = full;
@@ -328,6 +477,7 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   auto scope =
       full ? apply::ApplyScope::all() : apply::ApplyScope::of(names, server);
   scope.confirm_removals = confirm_removals;
+  if (full) scope.changed = std::move(changed);
   outcome.report = applier_.apply(model_, scope);
   outcome.took = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - t0);
@@ -351,6 +501,7 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   record_errors(names, full || server);
   last_apply_ = outcome;
   note_exim(outcome);
+  refresh_status_cache();
   return outcome;
 }
 
@@ -425,14 +576,107 @@ json Engine::plan() {
           {"problems", problems}};
 }
 
+namespace {
+
+// Status lists are cut to this many entries; their totals are given, and
+// domain-list has every domain. At 10,000 domains the whole lists made
+// the status document 85 KB, read by every status page.
+constexpr size_t kStatusListLimit = 20;
+
+json capped(const std::set<std::string>& names) {
+  json list = json::array();
+  for (const auto& name : names) {
+    if (list.size() == kStatusListLimit) break;
+    list.push_back(name);
+  }
+  return list;
+}
+
+json last_apply_json(const ApplyOutcome& a) {
+  std::set<std::string> changed;
+  for (const auto* paths : {&a.report.written, &a.report.removed}) {
+    for (const auto& p : *paths) changed.insert(domain_of_path(p));
+  }
+  changed.erase("");
+  return {{"at", iso_time(a.started)},
+          {"took_ms", a.took.count()},
+          {"full", a.full},
+          {"result", a.result()},
+          {"new_generation", a.report.new_generation},
+          {"pinned", a.report.pinned},
+          {"written", a.report.written.size()},
+          {"removed", a.report.removed.size()},
+          {"changed_domains", capped(changed)},
+          {"changed_domains_total", changed.size()},
+          {"errors", a.report.errors},
+          {"held_back", a.report.held_back}};
+}
+
+using ErrorMap =
+    std::map<std::string, std::pair<std::string, Clock::time_point>>;
+
+// By name, so the server-wide relay's ("") always comes first.
+json errors_json(const ErrorMap& errors) {
+  json list = json::array();
+  for (const auto& [name, e] : errors) {
+    if (list.size() == kStatusListLimit) break;
+    list.push_back({{"domain", name},
+                    {"error", e.first},
+                    {"first_seen", iso_time(e.second)}});
+  }
+  return list;
+}
+
+std::pair<json, size_t> warnings_json(const model::RelayModel& model) {
+  json list = json::array();
+  size_t total = 0;
+  for (const auto& [name, warnings] : model.warnings) {
+    for (const auto& w : warnings) {
+      if (list.size() < kStatusListLimit) list.push_back(w.text());
+      ++total;
+    }
+  }
+  return {list, total};
+}
+
+}  // namespace
+
 json Engine::status() const {
-  std::shared_lock lock(mutex_);
-  auto uptime =
-      std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_);
-  json s = {
+  json s = *status_snapshot();
+  s["uptime_s"] =
+      std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_)
+          .count();
+  return s;
+}
+
+std::optional<Clock::time_point> Engine::shown_apply() const {
+  if (!last_apply_) return std::nullopt;
+  return last_apply_->started;
+}
+
+std::shared_ptr<const json> Engine::status_snapshot() const {
+  std::shared_lock state(mutex_, std::try_to_lock);
+  {
+    std::lock_guard lock(status_mutex_);
+    // While the applying thread changes the state, readers get the
+    // document of the apply before: a status read never waits for an
+    // apply. Otherwise the document must show the last apply, whatever
+    // made it (a rollback does not rebuild the document).
+    if (status_cache_ && (!state.owns_lock() || status_of_ == shown_apply()))
+      return status_cache_;
+  }
+  if (!state.owns_lock()) state.lock();
+  refresh_status_cache();
+  std::lock_guard lock(status_mutex_);
+  return status_cache_;
+}
+
+// The caller holds mutex_, shared or exclusive.
+void Engine::refresh_status_cache() const {
+  auto [warnings, warning_total] = warnings_json(model_);
+  auto s = std::make_shared<json>(json{
       {"version", HAVENORO_VERSION},
       {"started", iso_time(started_)},
-      {"uptime_s", uptime.count()},
       {"domains",
        {{"relayed", model_.count(model::Route::kRelay)},
         {"default", model_.count(model::Route::kDefault)},
@@ -440,39 +684,23 @@ json Engine::status() const {
         {"rejected", model_.rejected.size()}}},
       {"server_relay",
        model_.server_relay ? relay_json(*model_.server_relay) : json(nullptr)},
-      {"last_apply", nullptr},
-      {"generation", 0},
-      {"exim", last_exim_}};
-  if (last_apply_) {
-    const auto& a = *last_apply_;
-    std::set<std::string> changed;
-    for (const auto& p : a.report.written) changed.insert(domain_of_path(p));
-    for (const auto& p : a.report.removed) changed.insert(domain_of_path(p));
-    changed.erase("");
-    s["generation"] = a.report.generation;
-    s["last_apply"] = {{"at", iso_time(a.started)},
-                       {"took_ms", a.took.count()},
-                       {"full", a.full},
-                       {"result", a.result()},
-                       {"new_generation", a.report.new_generation},
-                       {"pinned", a.report.pinned},
-                       {"written", a.report.written.size()},
-                       {"removed", a.report.removed.size()},
-                       {"changed_domains", changed},
-                       {"errors", a.report.errors},
-                       {"held_back", a.report.held_back}};
-  }
-  json errors = json::array();
-  for (const auto& [name, e] : errors_) {
-    errors.push_back({{"domain", name},
-                      {"error", e.first},
-                      {"first_seen", iso_time(e.second)}});
-  }
-  s["errors"] = errors;
-  json warnings = json::array();
-  for (const auto& w : model_.all_warnings()) warnings.push_back(w.text());
-  s["warnings"] = warnings;
-  return s;
+      {"last_apply", last_apply_ ? last_apply_json(*last_apply_) : json()},
+      {"generation", last_apply_ ? last_apply_->report.generation : 0UL},
+      {"exim", last_exim_},
+      {"errors", errors_json(errors_)},
+      {"errors_total", errors_.size()},
+      {"warnings", std::move(warnings)},
+      {"warnings_total", warning_total}});
+  std::lock_guard lock(status_mutex_);
+  status_cache_ = std::move(s);
+  status_of_ = shown_apply();
+}
+
+std::optional<std::string> Engine::server_error() const {
+  std::shared_lock lock(mutex_);
+  auto it = errors_.find("");
+  if (it == errors_.end()) return std::nullopt;
+  return it->second.first;
 }
 
 json Engine::domain_json(const std::string& name) const {
@@ -487,7 +715,7 @@ json Engine::domain_json(const std::string& name) const {
     d["route"] = model::route_name(r.route);
     d["reason"] = r.reason;
     if (r.relay) d["relay"] = relay_json(*r.relay);
-    d["dkim"] = r.dkim_key.empty()
+    d["dkim"] = !r.dkim_key
                     ? json(nullptr)
                     : json{{"selector", r.dkim_selector}, {"signing", true}};
   }

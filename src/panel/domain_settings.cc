@@ -69,7 +69,7 @@ std::optional<FieldError> accept_dkim_key(DomainSettings& d,
   if (d.dkim_selector.empty()) {
     return FieldError{"dkim.selector", "is missing"};
   }
-  d.dkim_key = std::move(*pem);
+  d.dkim_key = std::make_shared<const std::string>(std::move(*pem));
   return {};
 }
 

@@ -23,6 +23,7 @@ constexpr off_t kMaxFileBytes = 1 << 20;
 struct FileRead {
   std::optional<std::string> text;
   std::string why;
+  std::optional<util::FileStamp> stamp;  ///< of the file opened
 };
 
 // The panel writes regular files. A symlink (which could point at a
@@ -33,33 +34,33 @@ FileRead read_file(const fs::path& file) {
   util::UniqueFd fd(::open(
       file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY));
   if (!fd.valid()) {
-    if (errno == ELOOP)
-      return {{},
-              "is a symlink; panel files must be "
-              "regular files"};
-    if (errno == ENOENT) return {{}, "is missing"};
-    return {{}, fmt::format("cannot be read ({})", std::strerror(errno))};
+    if (errno == ELOOP) {
+      return {{}, "is a symlink; panel files must be regular files", {}};
+    }
+    if (errno == ENOENT) return {{}, "is missing", {}};
+    return {{}, fmt::format("cannot be read ({})", std::strerror(errno)), {}};
   }
   struct stat st;
-  if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return {{}, "is not a regular file"};
-  }
+  if (::fstat(fd.get(), &st) != 0) return {{}, "cannot be read", {}};
+  auto stamp = util::stamp_of(st);
+  if (!S_ISREG(st.st_mode)) return {{}, "is not a regular file", stamp};
   if (st.st_size > kMaxFileBytes) {
     return {{},
             fmt::format("is {} bytes; a panel file is {} at most", st.st_size,
-                        kMaxFileBytes)};
+                        kMaxFileBytes),
+            stamp};
   }
   std::string text;
   char buf[8192];
   for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) != 0;) {
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return {{}, "cannot be read"};
+    if (n < 0) return {{}, "cannot be read", stamp};
     text.append(buf, n);
     if (static_cast<off_t>(text.size()) > kMaxFileBytes) {
-      return {{}, "grew past the size a panel file can be"};
+      return {{}, "grew past the size a panel file can be", stamp};
     }
   }
-  return {std::move(text), ""};
+  return {std::move(text), "", stamp};
 }
 
 template <class T>
@@ -94,20 +95,24 @@ fs::path users_dir(const fs::path& root) {
 UserEntry read_user(const fs::path& root, const std::string& user) {
   fs::path file = users_dir(root) / user / "user.json";
   auto r = read_file(file);
-  if (!r.text) return {user, unreadable<UserSettings>(file, r)};
-  return {user, parse_user_settings(*r.text, user)};
+  if (!r.text) return {user, unreadable<UserSettings>(file, r), r.stamp};
+  return {user, parse_user_settings(*r.text, user), r.stamp};
 }
 
 DomainEntry read_domain(const fs::path& root, const std::string& user,
                         const std::string& stem, const RelayRules& rules) {
   fs::path file = users_dir(root) / user / "mail" / (stem + ".json");
   auto r = read_file(file);
-  if (!r.text) return {user, stem, unreadable<DomainSettings>(file, r)};
-  DomainEntry entry{user, stem, parse_domain_settings(*r.text, stem, rules)};
+  if (!r.text) {
+    return {user, stem, unreadable<DomainSettings>(file, r), r.stamp, {}};
+  }
+  DomainEntry entry{
+      user, stem, parse_domain_settings(*r.text, stem, rules), r.stamp, {}};
   auto& settings = entry.settings;
   if (settings.value && settings.value->dkim_enabled) {
-    fs::path key = file.parent_path() / (stem + ".dkim.pem");
-    if (auto e = accept_dkim_key(*settings.value, read_file(key).text)) {
+    auto key = read_file(file.parent_path() / (stem + ".dkim.pem"));
+    entry.key_stamp = key.stamp;
+    if (auto e = accept_dkim_key(*settings.value, key.text)) {
       settings.value.reset();
       settings.error = e;
     }
@@ -142,7 +147,7 @@ std::vector<DomainEntry> find_domain(const fs::path& root,
   return found;
 }
 
-PanelSnapshot read_panel(const fs::path& root, const RelayRules& rules) {
+void check_panel_root(const fs::path& root) {
   std::error_code ec;
   if (!fs::is_directory(users_dir(root), ec)) {
     throw PanelError(
@@ -150,6 +155,10 @@ PanelSnapshot read_panel(const fs::path& root, const RelayRules& rules) {
                     "data/users directory",
                     root.string()));
   }
+}
+
+PanelSnapshot read_panel(const fs::path& root, const RelayRules& rules) {
+  check_panel_root(root);
   PanelSnapshot snap;
   snap.server = read_server(root, rules);
   for (const auto& user : list_names(users_dir(root), true)) {

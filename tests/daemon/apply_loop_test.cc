@@ -89,7 +89,11 @@ class ApplyLoopTest : public ::testing::Test {
 };
 
 ApplyDone into(std::promise<engine::ApplyOutcome>& promise) {
-  return [&promise](const engine::ApplyOutcome& o) { promise.set_value(o); };
+  return [&promise](const SharedOutcome& o) { promise.set_value(*o); };
+}
+
+ApplyDone shared_into(std::promise<SharedOutcome>& promise) {
+  return [&promise](const SharedOutcome& o) { promise.set_value(o); };
 }
 
 // Verifies that the first apply is a full resync of what is on disk.
@@ -111,7 +115,12 @@ TEST_F(ApplyLoopTest, StartsWithAFullResync) {
 // Verifies that a reconcile hears the apply that covered its domain.
 TEST_F(ApplyLoopTest, ReconcileHearsItsDomainsOutcome) {
   auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> started;
+  loop->resync(into(started));
   loop->start();
+  // Written after the first resync read the tree: the reconcile applies it.
+  auto first = started.get_future();
+  wait_for(first);
   write_domain("b.example", 2526);
   std::promise<engine::ApplyOutcome> done;
   loop->reconcile_domain("b.example", into(done));
@@ -156,6 +165,174 @@ TEST_F(ApplyLoopTest, FoldsABurstIntoAFewApplies) {
     EXPECT_EQ(route("burst" + std::to_string(d) + ".example"),
               "192.0.2.25:" + std::to_string(3180 + d));
   }
+}
+
+// Verifies that the requests one apply answers share its outcome rather
+// than each getting a copy.
+TEST_F(ApplyLoopTest, WaitersOfOneApplyShareItsOutcome) {
+  write_domain("e.example", 2527);
+  write_domain("f.example", 2528);
+  auto loop = make_loop();
+  std::promise<SharedOutcome> first;
+  std::promise<SharedOutcome> second;
+  // Queued before the thread starts: both are in the first apply.
+  loop->reconcile_domain("e.example", shared_into(first));
+  loop->reconcile_domain("f.example", shared_into(second));
+  loop->start();
+  auto a = first.get_future();
+  auto b = second.get_future();
+  ASSERT_EQ(a.wait_for(60s), std::future_status::ready);
+  ASSERT_EQ(b.wait_for(60s), std::future_status::ready);
+  auto outcome = a.get();
+  EXPECT_EQ(outcome, b.get());
+  EXPECT_TRUE(outcome->full);
+  EXPECT_EQ(loop->applies(), 1u);
+}
+
+// Holds the applying thread in a task until released, so that the test
+// can queue work behind it and know what the next batch holds.
+class Gate {
+ public:
+  EngineTask task() {
+    return [this](engine::Engine&) {
+      entered_.set_value();
+      released_.get_future().wait();
+    };
+  }
+  void wait_entered() {
+    ASSERT_EQ(entered_.get_future().wait_for(60s), std::future_status::ready);
+  }
+  void release() { released_.set_value(); }
+
+ private:
+  std::promise<void> entered_;
+  std::promise<void> released_;
+};
+
+// Verifies that a save hook's reconcile, arriving while the apply runs
+// that took the save, is answered by that apply: no apply of its own.
+TEST_F(ApplyLoopTest, ReconcileJoinsTheApplyThatTookTheSave) {
+  auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> started;
+  loop->resync(into(started));
+  loop->start();
+  auto first = started.get_future();
+  wait_for(first);
+  auto before = loop->applies();
+
+  Gate busy;
+  Gate held;
+  loop->run(busy.task());
+  busy.wait_entered();
+  // The next batch: a task that holds its apply, and the save.
+  loop->run(held.task());
+  loop->note_paths(
+      {domain_file(".h.example.json.tmp"), write_domain("h.example", 2530)});
+  busy.release();
+  held.wait_entered();
+  std::promise<engine::ApplyOutcome> done;
+  loop->reconcile_domain("h.example", into(done));
+  EXPECT_EQ(loop->queued(), 0u);
+  held.release();
+  auto future = done.get_future();
+  auto o = wait_for(future);
+  ASSERT_EQ(o.domains.size(), 1u);
+  EXPECT_EQ(o.domains[0].domain, "h.example");
+  EXPECT_EQ(o.domains[0].result, "applied");
+  EXPECT_EQ(loop->applies(), before + 1);
+}
+
+// Verifies that a reconcile waits for the next apply when the one running
+// did not take a save of its domain, or when more was noted since (here
+// the domain's next save).
+TEST_F(ApplyLoopTest, ReconcileTakesTheNextApplyOtherwise) {
+  auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> started;
+  loop->resync(into(started));
+  loop->start();
+  auto first = started.get_future();
+  wait_for(first);
+  auto before = loop->applies();
+
+  Gate busy;
+  Gate held;
+  loop->run(busy.task());
+  busy.wait_entered();
+  loop->run(held.task());
+  loop->note_paths({write_domain("i.example", 2531)});
+  busy.release();
+  held.wait_entered();
+  write_domain("j.example", 2532);  // saved, but not noted
+  std::promise<engine::ApplyOutcome> unseen;
+  loop->reconcile_domain("j.example", into(unseen));
+  loop->note_paths({write_domain("i.example", 2533)});  // saved again
+  std::promise<engine::ApplyOutcome> again;
+  loop->reconcile_domain("i.example", into(again));
+  EXPECT_EQ(loop->queued(), 5u);  // a path, two domains, two waiters
+  held.release();
+  auto a = unseen.get_future();
+  auto b = again.get_future();
+  auto o = wait_for(a);
+  ASSERT_EQ(o.domains.size(), 2u);  // i.example and j.example
+  EXPECT_EQ(o.domains[1].domain, "j.example");
+  EXPECT_EQ(o.domains[1].result, "applied");
+  EXPECT_EQ(wait_for(b).started, o.started);
+  EXPECT_EQ(route("i.example"), "192.0.2.25:2533");
+  EXPECT_EQ(loop->applies(), before + 2);
+}
+
+// Verifies that the status snapshot is built once per apply: readers in
+// between share one document, and the next apply makes a new one.
+TEST_F(ApplyLoopTest, StatusSnapshotChangesOnlyWithAnApply) {
+  auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> started;
+  loop->resync(into(started));
+  loop->start();
+  auto first = started.get_future();
+  wait_for(first);
+  auto before = loop->status_snapshot();
+  EXPECT_EQ(loop->status_snapshot(), before);
+  EXPECT_FALSE(before->contains("uptime_s"));
+  EXPECT_TRUE(loop->status().contains("uptime_s"));
+
+  write_domain("g.example", 2529);
+  std::promise<engine::ApplyOutcome> done;
+  loop->reconcile_domain("g.example", into(done));
+  auto future = done.get_future();
+  wait_for(future);
+  auto after = loop->status_snapshot();
+  EXPECT_NE(after, before);
+  EXPECT_EQ((*after)["domains"]["relayed"], 1);
+  EXPECT_EQ((*after)["last_apply"]["changed_domains"][0], "g.example");
+}
+
+// Verifies what counts as one domain's changes, applied at once, and
+// what as a bulk edit, gathered: a save writes a temporary and renames
+// it, and its save hook reconciles the domain by name.
+TEST(Coalescing, OneDomainsSaveIsNotABulkEdit) {
+  fs::path mail = "/panel/data/users/alice/mail";
+  std::vector<fs::path> save = {mail / ".a.example.json.tmp",
+                                mail / "a.example.json"};
+  EXPECT_FALSE(several_domains(save, {"a.example"}));
+  EXPECT_FALSE(several_domains({mail / "a.example.dkim.pem"}, {}));
+  EXPECT_FALSE(several_domains({}, {"a.example", "a.example"}));
+  EXPECT_FALSE(several_domains(
+      {"/panel/conf/.mail.json.tmp", "/panel/conf/mail.json"}, {""}));
+  EXPECT_TRUE(several_domains(save, {"b.example"}));
+  EXPECT_TRUE(
+      several_domains({mail / "a.example.json", mail / "b.example.json"}, {}));
+  EXPECT_TRUE(several_domains({"/panel/conf/mail.json"}, {"a.example"}));
+}
+
+// Verifies when a batch is taken: one domain's changes at once, a bulk
+// edit once the queue is quiet, and never later than the longest hold.
+TEST(Coalescing, BulkEditWaitsForQuietUpToTheLongestHold) {
+  using namespace std::chrono;
+  Coalescing c;
+  auto t0 = steady_clock::time_point{} + hours(1);
+  EXPECT_EQ(c.take_at(false, t0 + 5ms, t0), t0);
+  EXPECT_EQ(c.take_at(true, t0 + 5ms, t0), t0 + 5ms + c.quiet);
+  EXPECT_EQ(c.take_at(true, t0 + c.max_hold, t0), t0 + c.max_hold);
 }
 
 // Verifies that a task runs on the applying thread with the engine.

@@ -62,6 +62,29 @@ TEST(ControlProtocol, ReplyNeverCarriesAPassword) {
   EXPECT_NE(line.find("\"username\":\"u\""), std::string::npos) << line;
 }
 
+// Verifies that members encoded ahead of time join the reply's own, and
+// that a reply of encoded members only is whole.
+TEST(ControlProtocol, EncodedMembersJoinTheArguments) {
+  auto shared = encode_members({{"apply", {{"written", 2}}}, {"n", 1}});
+  Reply reply{Result::kSuccess, "ok", {{"domain", "a.example"}}, shared};
+  auto doc = json::parse(encode_reply(reply));
+  EXPECT_EQ(doc["arguments"]["domain"], "a.example");
+  EXPECT_EQ(doc["arguments"]["apply"]["written"], 2);
+  EXPECT_EQ(doc["arguments"]["n"], 1);
+  reply.arguments = json::object();
+  doc = json::parse(encode_reply(reply));
+  EXPECT_EQ(doc["arguments"].size(), 2u);
+  EXPECT_EQ(parse_reply(encode_reply(reply)).arguments["n"], 1);
+}
+
+// Verifies that encoded members never carry a password either.
+TEST(ControlProtocol, EncodedMembersNeverCarryAPassword) {
+  auto shared = encode_members(
+      {{"relay", {{"username", "u"}, {"password", "Secret-4"}}}});
+  EXPECT_EQ(shared->find("Secret"), std::string::npos) << *shared;
+  EXPECT_NE(shared->find("\"username\":\"u\""), std::string::npos) << *shared;
+}
+
 // Verifies that bytes which are not UTF-8 do not cost the reply.
 TEST(ControlProtocol, InvalidUtf8IsReplaced) {
   Reply reply{Result::kError, std::string("bad \xff name"), json::object()};

@@ -97,6 +97,36 @@ TEST(Views, StatusTable) {
       << t;
 }
 
+// Verifies that lists the daemon cut short say how many were left out.
+TEST(Views, StatusTableSaysWhatWasLeftOut) {
+  json s = {{"version", "0.1.0"},
+            {"pid", 1},
+            {"uptime_s", 5},
+            {"generation", 3},
+            {"last_apply",
+             {{"result", "applied"},
+              {"changed_domains", {"a.example", "b.example"}},
+              {"changed_domains_total", 30}}},
+            {"domains", json::object()},
+            {"server_relay", nullptr},
+            {"exim", nullptr},
+            {"warnings", {"a.example: smtp_relay.port: 25"}},
+            {"warnings_total", 4},
+            {"errors",
+             {{{"domain", "bad.example"},
+               {"error", "smtp_relay.port: 0"},
+               {"first_seen", "2024-05-01T10:00:00Z"}}}},
+            {"errors_total", 12}};
+  std::string t = status_view(s);
+  EXPECT_NE(t.find("a.example, b.example (and 28 more)\n"), std::string::npos)
+      << t;
+  EXPECT_NE(t.find("Warning            ... and 3 more\n"), std::string::npos)
+      << t;
+  EXPECT_NE(t.find("... and 11 more: havenoro-relayctl domains\n"),
+            std::string::npos)
+      << t;
+}
+
 // Verifies the status of a daemon that has applied nothing yet.
 TEST(Views, StatusTableBeforeTheFirstApply) {
   json s = {{"version", "0.1.0"},      {"pid", 1},

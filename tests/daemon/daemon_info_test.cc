@@ -75,5 +75,24 @@ TEST(DaemonInfo, KeepsLastFailure) {
   EXPECT_EQ(s["last_failure"]["errors"][0], "panel tree '/x' cannot be read");
 }
 
+// Verifies that the version moves only when what complete() adds does, so
+// that an encoded status is reused until then.
+TEST(DaemonInfo, VersionMovesWithAReloadOrAFailure) {
+  DaemonInfo info("/c.json");
+  auto v0 = info.version();
+  info.record(engine::ApplyOutcome{});
+  EXPECT_EQ(info.version(), v0);
+  engine::ApplyOutcome reload;
+  reload.report.new_generation = true;
+  info.record(reload);
+  auto v1 = info.version();
+  EXPECT_GT(v1, v0);
+  engine::ApplyOutcome failed;
+  failed.report.errors = {"x"};
+  info.record(failed);
+  EXPECT_GT(info.version(), v1);
+  EXPECT_GE(info.uptime_s(), 0);
+}
+
 }  // namespace
 }  // namespace havenoro::daemon

@@ -21,21 +21,31 @@ ApplyOutcome outcome_with(std::vector<engine::DomainOutcome> domains) {
 
 const ReconcileTarget kShop{Kind::kDomain, "shop.example"};
 
+Reply reply_to(const ApplyOutcome& o, const ReconcileTarget& target,
+               const std::optional<std::string>& server_error = {}) {
+  return reconcile_reply(o, target, encode_summary(o), server_error);
+}
+
+// The reply as the client reads it.
+json sent(const Reply& reply) {
+  return json::parse(encode_reply(reply));
+}
+
 // Verifies that an applied domain is a success naming its route.
 TEST(ReconcileReply, AppliedDomainSucceeds) {
   auto o = outcome_with({{"shop.example", "applied", "relay", ""}});
   o.report.written = {"domains/shop.example/smtp_relay.conf"};
-  auto r = reconcile_reply(o, kShop, json::object());
+  auto r = reply_to(o, kShop);
   EXPECT_EQ(r.result, Result::kSuccess);
   EXPECT_EQ(r.text, "shop.example: applied (route relay, generation 7)");
   EXPECT_EQ(r.arguments["domain"]["result"], "applied");
-  EXPECT_EQ(r.arguments["apply"]["generation"], 7);
+  EXPECT_EQ(sent(r)["arguments"]["apply"]["generation"], 7);
 }
 
 // Verifies that nothing to change is a success too.
 TEST(ReconcileReply, UnchangedDomainSucceeds) {
   auto o = outcome_with({{"shop.example", "unchanged", "default", ""}});
-  EXPECT_EQ(reconcile_reply(o, kShop, json::object()).result, Result::kSuccess);
+  EXPECT_EQ(reply_to(o, kShop).result, Result::kSuccess);
 }
 
 // Verifies that a rejected domain is an error whose text is one line.
@@ -44,7 +54,7 @@ TEST(ReconcileReply, RejectedDomainIsOneLineError) {
       {{"shop.example", "rejected", "",
         "domain 'shop.example' (user a): smtp_relay.port: 70000 is out of "
         "range\n1-65535"}});
-  auto r = reconcile_reply(o, kShop, json::object());
+  auto r = reply_to(o, kShop);
   EXPECT_EQ(r.result, Result::kError);
   EXPECT_EQ(r.text.find('\n'), std::string::npos);
   EXPECT_NE(r.text.find("smtp_relay.port"), std::string::npos);
@@ -55,7 +65,7 @@ TEST(ReconcileReply, RejectedDomainIsOneLineError) {
 TEST(ReconcileReply, FailedApplyIsAnError) {
   auto o = outcome_with({{"shop.example", "failed", "relay", "x"}});
   o.report.errors = {"exim -bV rejected the candidate: line 3"};
-  auto r = reconcile_reply(o, kShop, json::object());
+  auto r = reply_to(o, kShop);
   EXPECT_EQ(r.result, Result::kError);
   EXPECT_EQ(r.text,
             "not applied: exim -bV rejected the candidate: line 3 (the last "
@@ -65,7 +75,7 @@ TEST(ReconcileReply, FailedApplyIsAnError) {
 // Verifies that a deleted domain's removal is a success.
 TEST(ReconcileReply, RemovedDomainSucceeds) {
   auto o = outcome_with({{"shop.example", "removed", "", ""}});
-  auto r = reconcile_reply(o, kShop, json::object());
+  auto r = reply_to(o, kShop);
   EXPECT_EQ(r.result, Result::kSuccess);
   EXPECT_EQ(r.text, "shop.example: relay removed, generation 7");
 }
@@ -73,30 +83,29 @@ TEST(ReconcileReply, RemovedDomainSucceeds) {
 // Verifies that a domain the panel does not have is no error: a save hook
 // after a delete finds nothing to relay.
 TEST(ReconcileReply, UnknownDomainHasNothingToRelay) {
-  auto r = reconcile_reply(outcome_with({}), kShop, json::object());
+  auto r = reply_to(outcome_with({}), kShop);
   EXPECT_EQ(r.result, Result::kSuccess);
   EXPECT_EQ(r.text, "shop.example: no settings in the panel, nothing to relay");
 }
 
-// Verifies that the server-wide relay's rejection comes from the status.
+// Verifies that the server-wide relay's rejection is an error, and that
+// a domain's reply does not look at it.
 TEST(ReconcileReply, ServerRejectionIsAnError) {
-  json status = json::object();
-  status["errors"] =
-      json::array({json{{"domain", "shop.example"}, {"error", "other"}},
-                   json{{"domain", ""},
-                        {"error",
-                         "server-wide relay (conf/mail.json): "
-                         "smtp_relay.host: empty"}}});
-  auto r = reconcile_reply(outcome_with({}), {Kind::kServer, ""}, status);
+  std::string error =
+      "server-wide relay (conf/mail.json): smtp_relay.host:\nempty";
+  auto r = reply_to(outcome_with({}), {Kind::kServer, ""}, error);
   EXPECT_EQ(r.result, Result::kError);
   EXPECT_NE(r.text.find("conf/mail.json"), std::string::npos);
+  EXPECT_EQ(r.text.find('\n'), std::string::npos);
+  auto o = outcome_with({{"shop.example", "applied", "relay", ""}});
+  EXPECT_EQ(reply_to(o, kShop, error).result, Result::kSuccess);
 }
 
 // Verifies that a written server-wide file is reported as applied.
 TEST(ReconcileReply, ServerAppliedSucceeds) {
   auto o = outcome_with({});
   o.report.written = {"default/smtp_relay.conf"};
-  auto r = reconcile_reply(o, {Kind::kServer, ""}, json::object());
+  auto r = reply_to(o, {Kind::kServer, ""});
   EXPECT_EQ(r.result, Result::kSuccess);
   EXPECT_EQ(r.text, "server-wide relay: applied, generation 7");
 }
@@ -107,23 +116,71 @@ TEST(ReconcileReply, FullReconcileSumsUpRejections) {
   auto o = outcome_with({});
   o.problems = {"domain 'a.example' (user x): smtp_relay.port: bad",
                 "domain 'b.example' (user x): smtp_relay.host: bad"};
-  auto r = reconcile_reply(o, {}, json::object());
+  auto r = reply_to(o, {});
   EXPECT_EQ(r.result, Result::kError);
   EXPECT_EQ(r.text,
             "domain 'a.example' (user x): smtp_relay.port: bad (and 1 more)");
 }
 
-// Verifies that the outcome JSON carries what the apply did.
-TEST(ReconcileReply, OutcomeJsonListsTheApply) {
-  auto o = outcome_with({{"shop.example", "applied", "relay", ""}});
+// Verifies that the summary says what the apply did, and counts what
+// grows with the tree instead of listing it.
+TEST(ReconcileReply, SummaryCountsWhatTheApplyDid) {
+  auto o = outcome_with({{"shop.example", "applied", "relay", ""},
+                         {"other.example", "unchanged", "relay", ""}});
   o.full = true;
   o.report.new_generation = true;
   o.report.reloaded = true;
-  auto j = outcome_json(o);
-  EXPECT_EQ(j["result"], "applied");
+  o.report.written = {"domains/shop.example/smtp_relay.conf",
+                      "generations/8/routers.conf"};
+  for (int i = 0; i < 30; ++i)
+    o.problems.push_back("domain 'd" + std::to_string(i) + ".example': bad");
+  auto j = summary_json(o);
+  EXPECT_EQ(j["result"], "rejected");
   EXPECT_EQ(j["full"], true);
   EXPECT_EQ(j["reloaded"], true);
-  EXPECT_EQ(j["domains"][0]["domain"], "shop.example");
+  EXPECT_EQ(j["written"], 2);
+  EXPECT_EQ(j["removed"], 0);
+  EXPECT_EQ(j["domains"], 2);
+  EXPECT_EQ(j["problems"].size(), 20u);
+  EXPECT_EQ(j["problems_total"], 30);
+}
+
+// Verifies that a domain's reply carries its own outcome and the apply's
+// summary, not every domain of the apply.
+TEST(ReconcileReply, DomainReplyHasItsOwnOutcomeOnly) {
+  auto o = outcome_with({{"other.example", "applied", "relay", ""},
+                         {"shop.example", "applied", "relay", ""}});
+  auto doc = sent(reply_to(o, kShop));
+  EXPECT_EQ(doc["arguments"]["domain"]["domain"], "shop.example");
+  EXPECT_EQ(doc["arguments"]["apply"]["domains"], 2);
+  EXPECT_EQ(doc.dump().find("other.example"), std::string::npos) << doc;
+}
+
+// Verifies that a failed bulk apply's text stays short: the first errors
+// and how many more.
+TEST(ReconcileReply, FailedApplyNamesTheFirstErrors) {
+  auto o = outcome_with({});
+  for (int i = 0; i < 40; ++i)
+    o.report.errors.push_back("exim -be: file " + std::to_string(i));
+  auto r = reply_to(o, {});
+  EXPECT_EQ(r.result, Result::kError);
+  EXPECT_NE(r.text.find("file 2 (and 37 more)"), std::string::npos) << r.text;
+  EXPECT_EQ(r.text.find("file 3;"), std::string::npos) << r.text;
+}
+
+// Verifies that the waiters of one apply share one encoded summary, and
+// that the next apply gets its own.
+TEST(ApplySummaries, EncodedOncePerApply) {
+  ApplySummaries summaries;
+  auto first = std::make_shared<const ApplyOutcome>(outcome_with({}));
+  auto a = summaries.of(first);
+  EXPECT_EQ(summaries.of(first), a);
+  auto o = outcome_with({});
+  o.report.generation = 8;
+  auto second = std::make_shared<const ApplyOutcome>(o);
+  auto b = summaries.of(second);
+  EXPECT_NE(b, a);
+  EXPECT_NE(b->find("\"generation\":8"), std::string::npos) << *b;
 }
 
 }  // namespace

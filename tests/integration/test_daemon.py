@@ -370,6 +370,12 @@ class ControlSocketTest(DaemonTest):
         self.assertEqual(reply["result"], 0, reply)
         self.assertEqual(self.route_of("reconciled.example"),
                          "localhost:2702")
+        # Its own outcome, and the apply summed up rather than listed.
+        args = reply["arguments"]
+        self.assertEqual(args["domain"]["domain"], "reconciled.example")
+        self.assertIn(args["domain"]["result"], ("applied", "unchanged"))
+        for key in ("written", "removed", "domains", "problems_total"):
+            self.assertIsInstance(args["apply"][key], int, args["apply"])
         self.save("reconciled.example", 70000)
         reply = self.daemon.request("reconcile", domain="reconciled.example",
                                     wait=True)
@@ -406,10 +412,12 @@ class ControlSocketTest(DaemonTest):
         lists."""
         status = self.daemon.status()
         for key in ("version", "uptime_s", "generation", "last_apply",
-                    "domains", "server_relay", "exim", "errors", "pid",
+                    "domains", "server_relay", "exim", "errors",
+                    "errors_total", "warnings", "warnings_total", "pid",
                     "applies", "queued"):
             self.assertIn(key, status)
-        for key in ("at", "took_ms", "result", "changed_domains"):
+        for key in ("at", "took_ms", "result", "changed_domains",
+                    "changed_domains_total"):
             self.assertIn(key, status["last_apply"])
         for key in ("relayed", "default", "rejected"):
             self.assertIn(key, status["domains"])
@@ -444,6 +452,52 @@ class ControlSocketTest(DaemonTest):
                      WAIT, "config.reload_failed in the log")
         self.assertEqual(self.daemon.request("version-get")["result"], 0)
         self.daemon.write_config(good)
+
+
+class StatusListsTest(DaemonTest):
+    """status-get stays small on a big panel: its lists are cut short
+    with their totals, and domain-list has every domain."""
+
+    BROKEN = 25
+
+    @classmethod
+    def prepare_panel(cls):
+        super().prepare_panel()
+        for i in range(cls.BROKEN):
+            name = f"broken{i:02d}.example"
+            cls.panel.write_domain_raw("alice", name, json.dumps({
+                "domain": name, "smtp_relay": {"enabled": True,
+                                               "host": "localhost",
+                                               "port": 0}}))
+            cls.panel.write_domain("alice", f"fine{i:02d}.example", {
+                "smtp_relay": h.relay_settings(host="localhost",
+                                               port=3200 + i)})
+
+    def test_lists_are_cut_with_their_totals(self):
+        """verifies 20 errors of 25 with the total, the first apply's
+        changed domains likewise, and every domain in domain-list."""
+        self.daemon.wait_idle()
+        status = self.daemon.status()
+        self.assertEqual(len(status["errors"]), 20, status["errors"])
+        self.assertEqual(status["errors_total"], self.BROKEN)
+        names = {d["domain"] for d in
+                 self.daemon.request("domain-list")["arguments"]["domains"]}
+        self.assertEqual(len(names), 2 * self.BROKEN)
+        cp = self.daemon.ctl("status")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("... and 5 more: havenoro-relayctl domains", cp.stdout)
+
+    def test_changed_domains_are_cut_with_their_total(self):
+        """verifies a full reconcile that rewrote 25 domains lists 20."""
+        shutil.rmtree(self.output_dir / "domains")
+        reply = self.daemon.request("reconcile", wait=True)
+        self.assertEqual(reply["result"], 1, reply)  # the broken ones
+        self.assertIn("(and 24 more)", reply["text"])
+        last = self.daemon.status()["last_apply"]
+        self.assertEqual(len(last["changed_domains"]), 20, last)
+        self.assertEqual(last["changed_domains_total"], self.BROKEN)
+        self.assertEqual(reply["arguments"]["apply"]["problems_total"],
+                         self.BROKEN)
 
 
 class LifecycleTest(DaemonTest):

@@ -192,6 +192,78 @@ TEST_F(EngineTest, NoteDomainFindsANewFile) {
   EXPECT_TRUE(fs::exists(credential("new.example")));
 }
 
+// Verifies that reconcile by name follows a domain to another user when
+// its file is gone from the one it had.
+TEST_F(EngineTest, NoteDomainFollowsAFileToAnotherUser) {
+  auto file = relay_domain("alice", "moved.example");
+  Engine engine(config_);
+  engine.resync();
+  user("bob");
+  fs::remove(file);
+  relay_domain("bob", "moved.example", 2527);
+  engine.note_domain("moved.example");
+  auto outcome = engine.apply_pending();
+  ASSERT_EQ(outcome.domains.size(), 1u);
+  EXPECT_EQ(outcome.domains[0].result, "applied");
+  EXPECT_EQ(engine.domain("moved.example")["user"], "bob");
+  EXPECT_NE(read_text(credential("moved.example")).find(":2527"),
+            std::string::npos);
+}
+
+// Verifies that many names reconciled at once are all found, whichever
+// users they are under, known or not.
+TEST_F(EngineTest, NoteDomainFindsManyNewFilesAtOnce) {
+  Engine engine(config_);
+  engine.resync();
+  relay_domain("alice", "known.example");
+  engine.note_domain("known.example");
+  engine.apply_pending();
+  for (int i = 0; i < 6; ++i) {
+    std::string owner = i % 2 ? "alice" : "carol" + std::to_string(i);
+    user(owner);
+    relay_domain(owner, "n" + std::to_string(i) + ".example", 2600 + i);
+    engine.note_domain("n" + std::to_string(i) + ".example");
+  }
+  relay_domain("alice", "known.example", 2599);
+  engine.note_domain("known.example");
+  engine.note_domain("nowhere.example");
+  auto outcome = engine.apply_pending();
+  ASSERT_EQ(outcome.domains.size(), 8u);
+  for (const auto& d : outcome.domains) {
+    EXPECT_EQ(d.result, d.domain == "nowhere.example" ? "unchanged" : "applied")
+        << d.domain;
+  }
+  EXPECT_NE(read_text(credential("n4.example")).find(":2604"),
+            std::string::npos);
+  EXPECT_NE(read_text(credential("known.example")).find(":2599"),
+            std::string::npos);
+  EXPECT_TRUE(engine.domain("nowhere.example").is_null());
+}
+
+// Verifies that status lists are cut short with their totals, the server
+// relay's rejection first, while domain-list keeps every domain.
+TEST_F(EngineTest, StatusListsAreCutWithTheirTotals) {
+  for (int i = 0; i < 25; ++i) {
+    std::string n = std::to_string(i);
+    relay_domain("alice", "ok" + n + ".example");
+    write_text(domain_file("alice", "bad" + n + ".example"),
+               R"({"domain":"bad)" + n +
+                   R"(.example","smtp_relay":{"enabled":true,"port":0}})");
+  }
+  write_text(panel_ / "conf/mail.json",
+             R"({"smtp_relay":{"enabled":true,"host":""}})");
+  Engine engine(config_);
+  engine.resync();
+  auto s = engine.status();
+  EXPECT_EQ(s["errors"].size(), 20u);
+  EXPECT_EQ(s["errors_total"], 26);
+  EXPECT_EQ(s["errors"][0]["domain"], "");
+  EXPECT_EQ(s["last_apply"]["changed_domains"].size(), 20u);
+  EXPECT_EQ(s["last_apply"]["changed_domains_total"], 25);
+  EXPECT_EQ(s["warnings_total"], s["warnings"].size());
+  EXPECT_EQ(engine.domain_list().size(), 50u);
+}
+
 // Verifies that losing most relay domains at once is held back.
 TEST_F(EngineTest, MassRemovalIsHeldBack) {
   for (int i = 0; i < 12; ++i) {
@@ -267,6 +339,8 @@ TEST_F(EngineTest, RollbackPinsThePreviousGeneration) {
   ASSERT_TRUE(back.report.ok()) << back.report.errors.at(0);
   EXPECT_EQ(back.report.generation, 1u);
   EXPECT_EQ(fs::read_symlink(out_ / "current"), "generations/1");
+  EXPECT_EQ(engine.status()["generation"], 1);
+  EXPECT_EQ(engine.status()["last_apply"]["pinned"], true);
 
   engine.note_path(relay_domain("alice", "a.example", 2526));
   auto pinned = engine.apply_pending();
@@ -279,6 +353,94 @@ TEST_F(EngineTest, RollbackPinsThePreviousGeneration) {
   EXPECT_EQ(released.report.generation, 3u);
   EXPECT_EQ(engine.generations().back(), 3u);
   EXPECT_FALSE(engine.rollback(99).report.ok());
+}
+
+// Verifies that a resync after the first finds, with no event noted, a
+// file edited in place to the same size, a new file, a removed file and a
+// user's suspension (which changes every domain of that user).
+TEST_F(EngineTest, RescanFindsWhatChangedWithoutEvents) {
+  relay_domain("alice", "edited.example", 2525);
+  relay_domain("alice", "removed.example");
+  user("bob");
+  relay_domain("bob", "bob.example");
+  Engine engine(config_);
+  ASSERT_TRUE(engine.resync().report.ok());
+
+  relay_domain("alice", "edited.example", 2526);  // in place, same size
+  relay_domain("alice", "added.example");
+  fs::remove(domain_file("alice", "removed.example"));
+  user("bob", true);
+  auto outcome = engine.resync();
+  ASSERT_TRUE(outcome.report.ok()) << outcome.report.errors.at(0);
+  EXPECT_NE(read_text(credential("edited.example")).find(":2526"),
+            std::string::npos);
+  EXPECT_TRUE(fs::exists(credential("added.example")));
+  EXPECT_FALSE(fs::exists(out_ / "domains/removed.example"));
+  EXPECT_FALSE(fs::exists(credential("bob.example")));
+  EXPECT_TRUE(fs::exists(out_ / "suspended/bob.example"));
+  EXPECT_EQ(engine.domain("bob.example")["route"], "suspended");
+
+  auto idle = engine.resync();
+  EXPECT_EQ(idle.result(), "unchanged");
+}
+
+// Verifies that a resync puts back what was changed in the output
+// directory behind the daemon's back: content, mode, a removed file.
+TEST_F(EngineTest, ResyncRepairsTheLiveFiles) {
+  relay_domain("alice", "a.example");
+  relay_domain("alice", "b.example");
+  relay_domain("alice", "c.example");
+  Engine engine(config_);
+  ASSERT_TRUE(engine.resync().report.ok());
+  std::string good = read_text(credential("a.example"));
+  ASSERT_EQ(engine.resync().result(), "unchanged");  // stamps recorded
+
+  write_text(credential("a.example"), "route: 203.0.113.9:25\n");
+  fs::permissions(credential("b.example"), fs::perms::others_read,
+                  fs::perm_options::add);
+  fs::remove(credential("c.example"));
+  auto outcome = engine.resync();
+  ASSERT_TRUE(outcome.report.ok()) << outcome.report.errors.at(0);
+  EXPECT_EQ(outcome.report.written.size(), 3u);
+  ASSERT_EQ(engine.resync().result(), "unchanged");
+
+  // Entries nobody asked for, in the directories Exim looks up.
+  write_text(out_ / "domains/stray.example/smtp_relay.conf", "route: x\n");
+  write_text(out_ / "suspended/a.example", "");
+  auto cleaned = engine.resync();
+  ASSERT_TRUE(cleaned.report.ok()) << cleaned.report.errors.at(0);
+  EXPECT_FALSE(fs::exists(out_ / "domains/stray.example"));
+  EXPECT_FALSE(fs::exists(out_ / "suspended/a.example"));
+  EXPECT_EQ(read_text(credential("a.example")), good);
+  EXPECT_EQ(fs::status(credential("b.example")).permissions() &
+                fs::perms::others_read,
+            fs::perms::none);
+  EXPECT_TRUE(fs::exists(credential("c.example")));
+  EXPECT_EQ(engine.resync().result(), "unchanged");
+}
+
+// Verifies that a replaced DKIM key is found by a resync even though the
+// domain's settings file did not change, and that the key is written.
+TEST_F(EngineTest, RescanFindsAReplacedDkimKey) {
+  auto file = domain_file("alice", "signed.example");
+  write_text(file, R"({"domain":"signed.example",)"
+                   R"("dkim":{"enabled":true,"selector":"s1"}})");
+  auto key = file.parent_path() / "signed.example.dkim.pem";
+  auto pem = [](const std::string& body) {
+    return "-----BEGIN PRIVATE KEY-----\n" + body +
+           "\n-----END PRIVATE KEY-----\n";
+  };
+  write_text(key, pem("MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAfirst"));
+  Engine engine(config_);
+  ASSERT_TRUE(engine.resync().report.ok());
+  auto live = out_ / "dkim/signed.example/private.pem";
+  ASSERT_NE(read_text(live).find("first"), std::string::npos);
+
+  write_text(key,
+             pem("MIIBVQIBADANBgkqhkiG9w0BAQEFAASCAT8wggE7AgEAAkEAsecond"));
+  auto outcome = engine.resync();
+  ASSERT_TRUE(outcome.report.ok()) << outcome.report.errors.at(0);
+  EXPECT_NE(read_text(live).find("second"), std::string::npos);
 }
 
 // Verifies that a confirmed resync removes what a plain one holds back.

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "havenoro_relay/apply/live_files.h"
 #include "test_dir.h"
 
 namespace havenoro::apply {
@@ -99,6 +101,61 @@ TEST_F(OutputDirTest, DiscardRemovesTemporaries) {
   auto staged = out.stage("d/f", "x", 0640);
   out.discard({staged});
   EXPECT_TRUE(fs::is_empty(root_ / "d"));
+}
+
+// Verifies that write_new creates a file once, owned and with its mode,
+// and refuses to write over anything already there.
+TEST_F(OutputDirTest, WriteNewCreatesOnce) {
+  OutputDir out(root_, group_);
+  out.write_new(".check/domains/a.example/smtp_relay.conf", "x: 1\n", 0640);
+  EXPECT_TRUE(
+      out.matches(".check/domains/a.example/smtp_relay.conf", "x: 1\n", 0640));
+  EXPECT_THROW(
+      out.write_new(".check/domains/a.example/smtp_relay.conf", "x: 2\n", 0640),
+      std::system_error);
+  out.make_durable(
+      {".check/domains/a.example/smtp_relay.conf", ".check/domains/a.example"});
+  EXPECT_THROW(out.make_durable({".check/missing"}), std::system_error);
+}
+
+// Verifies that a directory handle kept by the output directory follows a
+// rename and a removal: the old name is not written through afterwards.
+TEST_F(OutputDirTest, KeptHandlesFollowRenamesAndRemovals) {
+  OutputDir out(root_, group_);
+  out.write_new("domains/.new-a/f", "1", 0640);
+  out.rename("domains/.new-a", "domains/a");
+  out.write_new("domains/.new-a/g", "2", 0640);  // a new directory
+  EXPECT_EQ(out.list("domains/a"), std::vector<std::string>{"f"});
+  EXPECT_EQ(out.list("domains/.new-a"), std::vector<std::string>{"g"});
+  out.remove_all("domains/a");
+  out.write_new("domains/a/h", "3", 0640);
+  EXPECT_EQ(out.list("domains/a"), std::vector<std::string>{"h"});
+}
+
+// Verifies that LiveFiles answers from a file's stamp when it can, and
+// from its content when the file changed: a rewrite with other content
+// is seen, a rewrite with the same content is still the same.
+TEST_F(OutputDirTest, LiveFilesSeeEveryChange) {
+  OutputDir out(root_, group_);
+  const std::string path = "domains/a.example/smtp_relay.conf";
+  out.commit({out.stage(path, "x: 1\n", 0640)});
+  LiveFiles seen;
+  seen.wrote(out, path, "x: 1\n");
+  EXPECT_TRUE(seen.same(out, path, "x: 1\n", 0640));
+  EXPECT_FALSE(seen.same(out, path, "x: 2\n", 0640));
+
+  out.commit({out.stage(path, "x: 9\n", 0640)});  // behind its back
+  EXPECT_FALSE(seen.same(out, path, "x: 1\n", 0640));
+  out.commit({out.stage(path, "x: 1\n", 0640)});
+  EXPECT_TRUE(seen.same(out, path, "x: 1\n", 0640));
+  ASSERT_EQ(::chmod((root_ / path).c_str(), 0644), 0);
+  EXPECT_FALSE(seen.same(out, path, "x: 1\n", 0640));
+
+  seen.prefetch(out);  // stamps taken now serve the next answers
+  EXPECT_FALSE(seen.same(out, path, "x: 1\n", 0640));
+  seen.end_prefetch();
+  seen.forget(path);
+  EXPECT_EQ(seen.size(), 0u);
 }
 
 }  // namespace

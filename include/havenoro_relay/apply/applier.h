@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "havenoro_relay/apply/live_files.h"
 #include "havenoro_relay/config/daemon_config.h"
 #include "havenoro_relay/model/relay_model.h"
 
@@ -18,6 +19,10 @@ struct ApplyScope {
   bool server = false;            ///< ... and the server-wide relay if set
   /// Remove relay domains even when most of them vanish at once.
   bool confirm_removals = false;
+  /// For `everything`: the domains whose settings changed since the last
+  /// apply, when known. If the output directory is then exactly as the
+  /// last apply left it, only these are compared with the model.
+  std::optional<std::set<std::string>> changed;
 
   static ApplyScope all() { return {}; }
   static ApplyScope of(std::set<std::string> domains, bool server) {
@@ -70,6 +75,12 @@ class Applier {
   /// change per-domain data but no longer snippets, until release_pin().
   ApplyReport rollback(std::optional<unsigned long> generation);
 
+  /// Takes the stamps of the live files for the next apply, which then
+  /// compares them without a system call each. Meant to run on another
+  /// thread while the panel tree is read; nothing else may use the
+  /// Applier meanwhile.
+  void prefetch();
+
   /// Lets the next apply render the snippets again after a rollback.
   void release_pin();
 
@@ -79,8 +90,19 @@ class Applier {
  private:
   ApplyReport run(const model::RelayModel& model, const ApplyScope& scope,
                   bool dry_run);
+  void sweep(OutputDir& out);
+  bool untouched(const OutputDir& out);
+  void note_in_sync(const OutputDir& out, const ApplyScope& scope,
+                    const ApplyReport& report);
 
   config::DaemonConfig config_;
+  LiveFiles live_files_;  ///< what the last applies wrote or verified
+  bool swept_ = false;    ///< leftovers of an earlier process looked for
+  /// The output directory holds what the model wanted at the end of the
+  /// last apply, every file of it recorded in live_files_, and the lookup
+  /// directories had these stamps then.
+  bool in_sync_ = false;
+  std::vector<std::optional<util::FileStamp>> dir_stamps_;
 };
 
 }  // namespace havenoro::apply

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "havenoro_relay/util/fd.h"
+#include "havenoro_relay/util/file_stamp.h"
 
 namespace havenoro::apply {
 
@@ -36,6 +37,10 @@ class OutputDir {
   /// The contents of a regular file, or nothing when it does not exist.
   /// Throws std::system_error for a symlink or an unreadable file.
   std::optional<std::string> read(const std::filesystem::path& rel) const;
+
+  /// The stamp of whatever is at `rel` (symlinks not followed), or
+  /// nothing when there is nothing.
+  std::optional<util::FileStamp> stamp(const std::filesystem::path& rel) const;
 
   /// True when anything (a file, a directory, a symlink) is at `rel`.
   bool exists(const std::filesystem::path& rel) const;

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,8 +18,11 @@
 
 namespace havenoro::daemon {
 
+/// An apply's outcome, shared by everyone who waited for it.
+using SharedOutcome = std::shared_ptr<const engine::ApplyOutcome>;
+
 /// Told when the apply that covered a request has finished.
-using ApplyDone = std::function<void(const engine::ApplyOutcome&)>;
+using ApplyDone = std::function<void(const SharedOutcome&)>;
 
 /// Work for the applying thread that is not an apply (config-test).
 using EngineTask = std::function<void(engine::Engine&)>;
@@ -31,12 +35,37 @@ struct ApplyObserver {
   std::function<void(const std::string& why)> engine_failed;
 };
 
+/// When the applying thread takes what is queued. Changes of one domain
+/// (a save and its save hook) are applied at once. Changes of several
+/// domains (a bulk edit under way) are gathered until the queue has been
+/// quiet for `quiet`, at most `max_hold` after the applying thread began
+/// to wait for them, so that hundreds of saves cost a few applies.
+struct Coalescing {
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  std::chrono::milliseconds quiet{25};
+  std::chrono::milliseconds max_hold{1000};
+
+  /// When to take a batch: `bulk` says whether it holds changes of more
+  /// than one domain, `last_added` when something was last queued,
+  /// `held_since` when the applying thread began to wait.
+  TimePoint take_at(bool bulk, TimePoint last_added,
+                    TimePoint held_since) const;
+};
+
+/// Whether queued changes are about more than one domain: paths below the
+/// panel root (a save writes `.<domain>.json.tmp`, then renames it to
+/// `<domain>.json`) and names to reconcile ("" for the server-wide relay,
+/// as `conf/mail.json`).
+bool several_domains(const std::vector<std::filesystem::path>& paths,
+                     const std::vector<std::string>& domains);
+
 /// The one thread that runs the Engine. Other threads only queue work:
 /// panel paths, domains to reconcile, resyncs, a new configuration. While
 /// an apply runs, whatever arrives accumulates, and the next apply takes
-/// all of it, so a burst of saves costs one or two applies and nothing
-/// noted is lost. Status reads go straight to the Engine, which allows
-/// them from any thread.
+/// all of it (see Coalescing), so a burst of saves costs a few applies
+/// and nothing noted is lost. Status reads go straight to the Engine,
+/// which allows them from any thread.
 class ApplyLoop {
  public:
   /// Takes the engine to run; the first apply is a full resync.
@@ -60,7 +89,12 @@ class ApplyLoop {
   void note_paths(std::vector<std::filesystem::path> paths);
 
   /// Reconciles one domain ("" for the server-wide relay); `done` (may be
-  /// empty) hears from the apply that covered it.
+  /// empty) hears from the apply that covered it: the next one, which
+  /// takes everything noted before. Or the apply now running, when it
+  /// took a change of the domain's file (note_paths) and nothing was
+  /// noted since: the save hook's request, sent once the panel's save is
+  /// done, needs no apply of its own. The caller notes what the watcher
+  /// saw before the request first.
   void reconcile_domain(std::string domain, ApplyDone done);
 
   /// Re-reads the whole tree; `done` (may be empty) hears the outcome.
@@ -75,6 +109,10 @@ class ApplyLoop {
 
   /// The engine's status document; any thread.
   nlohmann::json status() const;
+  /// The engine's status document as last built, shared; any thread.
+  std::shared_ptr<const nlohmann::json> status_snapshot() const;
+  /// Why the server-wide relay is rejected, if it is; any thread.
+  std::optional<std::string> server_error() const;
   /// The engine's domain list; any thread.
   nlohmann::json domain_list() const;
   /// One domain, or null; any thread.
@@ -100,11 +138,25 @@ class ApplyLoop {
 
     bool empty() const;
     size_t size() const;
+    /// Changes of more than one domain, and nothing else.
+    bool bulk() const;
+    /// Panel changes or requests to re-read, not only tasks.
+    bool has_changes() const;
+  };
+
+  // The apply now running: the domains whose saved files it reads after
+  // the watcher saw them change, and the reconciles that joined it.
+  struct InFlight {
+    bool open = false;
+    std::set<std::string> saved;
+    std::vector<ApplyDone> waiters;
   };
 
   void loop();
   Batch take_batch();
-  void process(Batch& batch);
+  bool process(Batch& batch);  ///< true after a large apply
+  void answer(std::vector<ApplyDone>& waiters,
+              std::optional<engine::ApplyOutcome> outcome);
   std::optional<engine::ApplyOutcome> apply(Batch& batch);
   void swap_engine(config::DaemonConfig config);
   std::shared_ptr<engine::Engine> current() const;
@@ -119,6 +171,9 @@ class ApplyLoop {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   Batch queued_;
+  InFlight in_flight_;
+  Coalescing coalescing_;
+  std::chrono::steady_clock::time_point last_added_;
   bool stopping_ = false;
   unsigned long applies_ = 0;
   std::optional<std::chrono::steady_clock::time_point> busy_since_;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -17,11 +18,19 @@ enum class Result : int {
   kBadRequest = 4,      ///< not JSON, bad arguments, too long
 };
 
+/// Members of a reply's `arguments` serialized ahead of time, without the
+/// braces (`"apply":{...}`), made by encode_members(): what many replies
+/// share is encoded once, not once per reply.
+using EncodedMembers = std::shared_ptr<const std::string>;
+
 /// One reply. Every command answers with this same envelope.
 struct Reply {
   Result result = Result::kSuccess;
   std::string text;  ///< one line for a person
   nlohmann::json arguments = nlohmann::json::object();
+  /// More members of `arguments`, already encoded; none of their names
+  /// may be in `arguments` too. May be null.
+  EncodedMembers encoded = nullptr;
 };
 
 /// One request as read from the socket.
@@ -50,12 +59,16 @@ std::string encode_request(const Request& request);
 /// handler put in it.
 std::string encode_reply(const Reply& reply);
 
+/// The members of `object` (a JSON object) encoded for Reply::encoded,
+/// members named `password` left out as in encode_reply().
+EncodedMembers encode_members(nlohmann::json object);
+
 /// Parses one reply line. Throws ProtocolError.
 Reply parse_reply(std::string_view line);
 
 /// A reply with no arguments.
 inline Reply make_reply(Result result, std::string text) {
-  return Reply{result, std::move(text), nlohmann::json::object()};
+  return Reply{result, std::move(text), nlohmann::json::object(), nullptr};
 }
 
 }  // namespace havenoro::daemon

@@ -46,6 +46,7 @@ class Daemon {
   void close_watcher();
   void wait_panel();
   void on_panel_readable();
+  bool take_panel_changes();
   void resync(const char* reason);
   void schedule_resync();
   void schedule_watchdog();

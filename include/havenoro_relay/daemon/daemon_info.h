@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <mutex>
@@ -27,6 +28,12 @@ class DaemonInfo {
   nlohmann::json complete(nlohmann::json engine_status, unsigned long applies,
                           size_t queued) const;
 
+  /// Seconds since the daemon started, across reloads.
+  long uptime_s() const;
+
+  /// Grows with each record() that changed what complete() adds.
+  unsigned long version() const { return version_; }
+
  private:
   std::filesystem::path config_file_;
   pid_t pid_;
@@ -36,6 +43,7 @@ class DaemonInfo {
   mutable std::mutex mutex_;
   nlohmann::json exim_;          ///< the last reload, null before one
   nlohmann::json last_failure_;  ///< the last apply that failed, or null
+  std::atomic<unsigned long> version_{0};
 };
 
 /// One line that sums up a status document, for a person and for

@@ -1,6 +1,9 @@
 #pragma once
 
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 #include "havenoro_relay/daemon/control_protocol.h"
@@ -19,16 +22,37 @@ struct ReconcileTarget {
   std::string describe() const;
 };
 
-/// An apply outcome as JSON: what it covered and did. No secret.
-nlohmann::json outcome_json(const engine::ApplyOutcome& outcome);
+/// An apply as a reconcile reply sums it up: result, timing, generation,
+/// how many files and domains, its errors and rejected settings (the
+/// first few, with their totals). Nothing in it grows with the tree, and
+/// no secret.
+nlohmann::json summary_json(const engine::ApplyOutcome& outcome);
+
+/// `"apply": summary_json(outcome)`, encoded for Reply::encoded.
+EncodedMembers encode_summary(const engine::ApplyOutcome& outcome);
+
+/// Encodes each apply's summary once for all the requests that waited
+/// for it: a bulk edit's hundreds of save hooks share one. Thread-safe.
+class ApplySummaries {
+ public:
+  /// The encoded summary of `outcome`.
+  EncodedMembers of(const std::shared_ptr<const engine::ApplyOutcome>& outcome);
+
+ private:
+  std::mutex mutex_;
+  std::weak_ptr<const engine::ApplyOutcome> outcome_;  ///< not kept alive
+  EncodedMembers summary_;
+};
 
 /// The reply to a reconcile that waited for `outcome`: success when the
 /// target's change went live and Exim confirmed it (or nothing needed to
 /// change), an error with the reason on one line when its settings were
-/// rejected or the apply failed. `status` is the Engine's status after
-/// the apply; it says whether the server-wide relay was rejected.
+/// rejected or the apply failed. `arguments` holds the target domain's
+/// own outcome, `summary` (from encode_summary or ApplySummaries) is
+/// added as `apply`. `server_error` says why the server-wide relay is
+/// rejected after the apply, if it is; only a server target reads it.
 Reply reconcile_reply(const engine::ApplyOutcome& outcome,
-                      const ReconcileTarget& target,
-                      const nlohmann::json& status);
+                      const ReconcileTarget& target, EncodedMembers summary,
+                      const std::optional<std::string>& server_error = {});
 
 }  // namespace havenoro::daemon

@@ -106,6 +106,15 @@ class Engine {
   /// A status document. Keys: docs/control-protocol.md.
   nlohmann::json status() const;
 
+  /// The status document as of the last apply, without `uptime_s`: built
+  /// once per apply and shared by every reader. A different pointer means
+  /// a different document. Any thread; never waits for an apply.
+  std::shared_ptr<const nlohmann::json> status_snapshot() const;
+
+  /// Why the server-wide relay's settings are rejected; empty when they
+  /// are not. Any thread.
+  std::optional<std::string> server_error() const;
+
   /// One entry per known domain: name, user, route, last error.
   nlohmann::json domain_list() const;
 
@@ -120,15 +129,28 @@ class Engine {
   void rescan_user(const std::string& user, Reread& into);
   void reread_file(const std::string& user, const std::string& stem,
                    Reread& into);
-  void locate_domain(const std::string& name, Reread& into);
-  ApplyOutcome apply_scope(const std::set<std::string>& names, bool server,
-                           bool full, bool confirm_removals = false);
+  bool locate_domain(const std::string& name, Reread& into);
+  ApplyOutcome rescan(ResyncOptions options);
+  void rescan_changed(const std::string& user, Reread& into);
+  bool same_as_read(const std::string& user, const std::string& stem,
+                    const util::FileStamp& stamp,
+                    const std::vector<util::StampedName>& files) const;
+  void merge(Reread& r);
+  static void merge_into(Reread& into, Reread&& from);
+  void clear_pending();
+  ApplyOutcome apply_scope(
+      const std::set<std::string>& names, bool server, bool full,
+      bool confirm_removals = false,
+      std::optional<std::set<std::string>> changed = std::nullopt);
   DomainOutcome outcome_of(const std::string& name,
                            const apply::ApplyReport& report,
                            const std::set<std::string>& touched) const;
   void record_errors(const std::set<std::string>& names, bool server);
   nlohmann::json domain_json(const std::string& name) const;
   void note_exim(const ApplyOutcome& outcome);
+  void locate_elsewhere(const std::set<std::string>& names, Reread& into);
+  void refresh_status_cache() const;
+  std::optional<Clock::time_point> shown_apply() const;
 
   config::DaemonConfig config_;
   panel::RelayRules rules_;
@@ -142,6 +164,8 @@ class Engine {
   std::map<std::string, std::set<std::string>> user_domains_;
   panel::Parsed<std::optional<panel::RelaySettings>> server_;
   model::RelayModel model_;
+
+  bool read_once_ = false;  ///< the whole tree was read; rescans follow
 
   // Noted since the last apply.
   std::set<std::string> pending_users_;  ///< rescan user dir and user.json
@@ -160,6 +184,13 @@ class Engine {
   // Held exclusively by the applying thread only while it changes the
   // members above; shared by the status readers.
   mutable std::shared_mutex mutex_;
+
+  // The status document as last built, and the start of the apply it
+  // shows (empty before the first): readers share it, the applying thread
+  // replaces it.
+  mutable std::mutex status_mutex_;  ///< after mutex_, never before
+  mutable std::shared_ptr<const nlohmann::json> status_cache_;
+  mutable std::optional<Clock::time_point> status_of_;
 };
 
 }  // namespace havenoro::engine

@@ -2,6 +2,7 @@
 
 #include <array>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,7 +31,7 @@ struct DomainRoute {
   /// Mail through a relay (its own or the server-wide one) is signed with
   /// this selector and key; empty when DKIM is off or the domain suspended.
   std::string dkim_selector;
-  std::string dkim_key;
+  std::shared_ptr<const std::string> dkim_key;  ///< null: no signing
 };
 
 /// A setting that was rejected, or accepted with a warning. Names the

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "havenoro_relay/panel/domain_settings.h"
+#include "havenoro_relay/util/file_stamp.h"
 
 namespace havenoro::panel {
 
@@ -15,12 +16,17 @@ struct DomainEntry {
   std::string user;
   std::string stem;  ///< the file name without `.json`
   Parsed<DomainSettings> settings;
+  /// The file as read, and its DKIM key when DKIM is on: a rescan reads
+  /// again only what no longer has these stamps.
+  std::optional<util::FileStamp> stamp;
+  std::optional<util::FileStamp> key_stamp;
 };
 
 /// One user directory found in the panel tree.
 struct UserEntry {
   std::string user;
   Parsed<UserSettings> settings;
+  std::optional<util::FileStamp> stamp;  ///< user.json as read
 };
 
 /// Everything the panel stores that matters to relaying, read at once.
@@ -42,6 +48,10 @@ class PanelError : public std::runtime_error {
 /// settings. Throws PanelError when `root/data/users` cannot be listed.
 PanelSnapshot read_panel(const std::filesystem::path& root,
                          const RelayRules& rules);
+
+/// Throws PanelError unless `root/data/users` is a directory: a tree
+/// without it (not mounted, a wrong path) says nothing about any domain.
+void check_panel_root(const std::filesystem::path& root);
 
 /// Reads one user's `user.json`.
 UserEntry read_user(const std::filesystem::path& root, const std::string& user);

@@ -1,0 +1,42 @@
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace havenoro::util {
+
+/// What tells one version of a file from another without reading it: any
+/// write, rename over, chmod or chown changes at least one of these (the
+/// change time cannot be set back by a program).
+struct FileStamp {
+  dev_t device = 0;
+  ino_t inode = 0;
+  off_t size = 0;
+  mode_t mode = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+
+  bool operator==(const FileStamp&) const = default;
+};
+
+/// The stamp of what `st` describes.
+FileStamp stamp_of(const struct stat& st);
+
+/// The stamp of `name` in the directory `dir_fd`, symlinks not followed;
+/// nothing when it does not exist.
+std::optional<FileStamp> stamp_at(int dir_fd, const char* name);
+
+/// One entry of a directory and its stamp.
+using StampedName = std::pair<std::string, FileStamp>;
+
+/// Every entry of a directory but the dot-files, with its stamp (symlinks
+/// not followed), in the directory's order; one fstatat each. Empty when
+/// the directory cannot be opened.
+std::vector<StampedName> list_stamps(const std::string& dir);
+
+}  // namespace havenoro::util
