@@ -99,7 +99,15 @@ std::set<std::string> names_in_scope(const model::RelayModel& m,
 // in its domain's directory: that directory is what Exim's dsearch finds,
 // so it is what gets added and removed.
 struct Changes {
-  std::vector<std::pair<std::string, std::string>> writes;
+  // One file to write: rendered text, or a DKIM key copied from the panel
+  // when it is staged (never held: at 10,000 domains they are megabytes).
+  struct Write {
+    std::string path;
+    std::string text;
+    const panel::KeyFile* key = nullptr;
+    bool skipped = false;  ///< the key could not be read back as checked
+  };
+  std::vector<Write> writes;
   std::vector<std::string> removals;
   size_t relay_removals = 0;
 
@@ -136,7 +144,7 @@ class Differ {
       std::string dir = "dkim/" + name;
       want(dir, dkim_conf(name),
            render::render_dkim_conf(name, d->dkim_selector));
-      want(dir, dkim_key(name), *d->dkim_key);
+      want_key(dir, dkim_key(name), *d->dkim_key);
     } else {
       want_none("dkim/" + name);
     }
@@ -156,7 +164,7 @@ class Differ {
   // `target` (a domain's directory, or the file itself) must hold `path`
   // with `content`.
   void want(const std::string& target, const std::string& path,
-            const std::string& content) {
+            std::string content) {
     bool same = false;
     try {
       same = there(target) && seen_.same(out_, path, content, kFileMode);
@@ -164,7 +172,22 @@ class Differ {
       // A path that cannot be opened (a planted symlink) is written,
       // which reports it; the others go on.
     }
-    if (!same) c_.writes.emplace_back(path, content);
+    if (!same) c_.writes.push_back({path, std::move(content)});
+  }
+
+  // The key is read only when its live copy was not recorded as written
+  // from the same text (a first apply, or the file changed).
+  void want_key(const std::string& dir, const std::string& path,
+                const panel::KeyFile& key) {
+    bool same = false;
+    try {
+      if (there(dir) && !(same = seen_.same_hash(out_, path, key.hash))) {
+        auto text = panel::read_key(key);
+        same = text && seen_.same(out_, path, *text, kFileMode);
+      }
+    } catch (const std::system_error&) {
+    }
+    if (!same) c_.writes.push_back({path, "", &key});
   }
 
   void want_none(const std::string& target, bool relay = false) {
@@ -245,8 +268,16 @@ void write_generation(OutputDir& out, const config::DaemonConfig& c,
 
 constexpr const char* kCheckDir = ".check";
 
-fs::path in_check(const fs::path& path) {
-  return fs::path(kCheckDir) / path;
+std::string in_check(const std::string& path) {
+  return std::string(kCheckDir) + "/" + path;
+}
+
+// "domains/d/smtp_relay.conf" -> "domains/d"; plain strings, since a
+// full apply handles thousands of these and an fs::path allocates for
+// each of its components.
+std::string parent_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? "" : path.substr(0, slash);
 }
 
 // Moves the checked candidate's files from the scratch tree into place:
@@ -256,27 +287,33 @@ fs::path in_check(const fs::path& path) {
 // on its own; the other domains' files still go live.
 void promote(OutputDir& out, const Changes& changes, LiveFiles& seen,
              std::vector<std::string>& errors) {
-  std::set<fs::path> new_dirs;
-  std::vector<fs::path> staged;
-  for (const auto& [path, text] : changes.writes) {
-    fs::path dir = fs::path(path).parent_path();
+  std::set<std::string> new_dirs;
+  std::vector<std::string> staged;
+  for (const auto& [path, text, key, skipped] : changes.writes) {
+    if (skipped) continue;
+    std::string dir = parent_of(path);
     staged.push_back(in_check(path));
     if (in_domain_dir(path) && !out.exists(dir) && new_dirs.insert(dir).second)
       staged.push_back(in_check(dir));
   }
   out.make_durable(staged);
-  std::set<fs::path> parents;
-  for (const auto& [path, text] : changes.writes) {
-    fs::path dir = fs::path(path).parent_path();
+  std::set<std::string> parents;
+  for (const auto& [path, text, key, skipped] : changes.writes) {
+    if (skipped) continue;
+    std::string dir = parent_of(path);
     try {
       if (!new_dirs.count(dir)) {
         out.rename(in_check(path), path);
         parents.insert(dir);
       } else if (out.exists(in_check(dir))) {  // the first of its files
         out.rename(in_check(dir), dir);
-        parents.insert(dir.parent_path());
+        parents.insert(parent_of(dir));
       }
-      seen.wrote(out, path, text);
+      if (key) {
+        seen.wrote_hash(out, path, key->hash);
+      } else {
+        seen.wrote(out, path, text);
+      }
     } catch (const std::system_error& e) {
       errors.push_back(fmt::format("{} not written: {}", path, e.what()));
     }
@@ -322,7 +359,7 @@ std::set<std::string> changed_names(const Changes& c) {
       }
     }
   };
-  for (const auto& [path, text] : c.writes) add(path);
+  for (const auto& w : c.writes) add(w.path);
   for (const auto& path : c.removals) add(path);
   return names;
 }
@@ -361,14 +398,25 @@ void ensure_lookup_dirs(OutputDir& out, const fs::path& base) {
 // The candidate's data, in a scratch tree Exim is pointed at: the changed
 // files, and copies of the live files the probes of the changed domains
 // also read (the server-wide relay, their markers, their unchanged files).
-void stage_candidate(OutputDir& out, const Changes& changes,
-                     const std::set<std::string>& names) {
+void stage_candidate(OutputDir& out, Changes& changes,
+                     const std::set<std::string>& names,
+                     std::vector<std::string>& errors) {
   out.remove_all(kCheckDir);
   std::set<std::string> touched(changes.removals.begin(),
                                 changes.removals.end());
-  for (const auto& [path, text] : changes.writes) {
-    out.write_new(in_check(path), text, kFileMode);
-    touched.insert(path);
+  for (auto& w : changes.writes) {
+    touched.insert(w.path);
+    if (!w.key) {
+      out.write_new(in_check(w.path), w.text, kFileMode);
+    } else if (auto text = panel::read_key(*w.key)) {
+      out.write_new(in_check(w.path), *text, kFileMode);
+    } else {
+      w.skipped = true;
+      errors.push_back(fmt::format(
+          "{} not written: the panel's key changed while it was applied; "
+          "the next apply takes the new one",
+          w.path));
+    }
   }
   std::vector<std::string> copies = {kDefaultFile};
   for (const auto& name : names) {
@@ -394,7 +442,7 @@ void stage_candidate(OutputDir& out, const Changes& changes,
 std::vector<candidate::ExpectedRelay> expected_relays(
     const model::RelayModel& m, const Changes& changes, const fs::path& data) {
   std::vector<candidate::ExpectedRelay> relays;
-  for (const auto& [path, text] : changes.writes) {
+  for (const auto& [path, text, key, skipped] : changes.writes) {
     const panel::RelaySettings* r = nullptr;
     std::string owner;
     if (path == kDefaultFile) {
@@ -482,7 +530,7 @@ candidate::CheckResult check_data(const OutputDir& out,
   auto probes = route_probes(m, names);
   bool server_changed =
       std::any_of(changes.writes.begin(), changes.writes.end(),
-                  [](const auto& w) { return w.first == kDefaultFile; }) ||
+                  [](const auto& w) { return w.path == kDefaultFile; }) ||
       std::count(changes.removals.begin(), changes.removals.end(),
                  kDefaultFile) > 0;
   if (server_changed) {
@@ -508,7 +556,7 @@ constexpr size_t kMaxDomainQueueRuns = 20;
 void retry_held_mail(const config::DaemonConfig& c, const Changes& changes) {
   std::set<std::string> senders;
   bool everything = false;
-  for (const auto& [path, text] : changes.writes) {
+  for (const auto& [path, text, key, skipped] : changes.writes) {
     if (path == kDefaultFile) everything = true;
     if (path.starts_with("domains/")) {
       senders.insert(fs::path(path).parent_path().filename().string());
@@ -727,8 +775,8 @@ ApplyReport Applier::run(const model::RelayModel& model,
     snippets_same = true;  // a rollback holds the live snippets
     report.pinned = true;
   }
-  for (const auto& [path, text] : changes.writes) {
-    report.written.push_back(path);
+  for (const auto& w : changes.writes) {
+    report.written.push_back(w.path);
   }
   report.removed = changes.removals;
   if (changes.empty() && snippets_same) return report;
@@ -754,7 +802,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
     }
   }
   auto names = changed_names(changes);
-  stage_candidate(out, changes, names);
+  stage_candidate(out, changes, names, report.errors);
   auto data_check =
       check_data(out, config_, config_.output_dir / gen_dir(candidate), model,
                  changes, names);

@@ -7,23 +7,31 @@ namespace havenoro::apply {
 bool LiveFiles::same(const OutputDir& out, const std::string& path,
                      const std::string& content, mode_t mode) {
   size_t hash = std::hash<std::string>{}(content);
-  auto it = seen_.find(path);
-  if (it != seen_.end() && it->second.hash == hash &&
-      stamp_now(out, path, it->second) == it->second.stamp) {
-    return true;
-  }
+  if (same_hash(out, path, hash)) return true;
   if (!out.matches(path, content, mode)) {
     seen_.erase(path);
     return false;
   }
-  if (auto stamp = out.stamp(path)) seen_[path] = {*stamp, hash};
+  if (auto stamp = out.stamp(path)) seen_[path] = {*stamp, hash, {}};
   return true;
 }
 
 void LiveFiles::wrote(const OutputDir& out, const std::string& path,
                       const std::string& content) {
+  wrote_hash(out, path, std::hash<std::string>{}(content));
+}
+
+bool LiveFiles::same_hash(const OutputDir& out, const std::string& path,
+                          size_t hash) {
+  auto it = seen_.find(path);
+  return it != seen_.end() && it->second.hash == hash &&
+         stamp_now(out, path, it->second) == it->second.stamp;
+}
+
+void LiveFiles::wrote_hash(const OutputDir& out, const std::string& path,
+                           size_t hash) {
   if (auto stamp = out.stamp(path)) {
-    seen_[path] = {*stamp, std::hash<std::string>{}(content)};
+    seen_[path] = {*stamp, hash, {}};
   } else {
     seen_.erase(path);
   }

@@ -197,12 +197,13 @@ void OutputDir::write_new(const fs::path& rel, const std::string& content,
   write_all(fd.get(), content, shown);
 }
 
-void OutputDir::make_durable(const std::vector<fs::path>& rels) {
+void OutputDir::make_durable(const std::vector<std::string>& rels) {
   if (rels.size() > kMaxSyncEach) {
     sync();
     return;
   }
-  for (const auto& rel : rels) {
+  for (const auto& name : rels) {
+    fs::path rel = name;
     Dir dir = dir_fd(rel.parent_path(), false);
     UniqueFd fd(!dir ? -1
                      : ::openat(dir.get(),

@@ -121,23 +121,29 @@ size_t Engine::poll_deliveries() {
 ApplyOutcome Engine::resync(ResyncOptions options) {
   if (options.release_pin) applier_.release_pin();
   if (read_once_) return rescan(options);
-  auto snapshot = panel::read_panel(config_.panel_root, rules_);
+  std::map<std::string, panel::UserEntry> users;
+  std::map<std::string, model::DomainFiles> domains;
+  std::map<std::string, std::set<std::string>> user_domains;
+  auto server = panel::visit_panel(
+      config_.panel_root, rules_,
+      [&](panel::UserEntry&& u) {
+        std::string name = u.user;
+        users.emplace(std::move(name), std::move(u));
+      },
+      [&](panel::DomainEntry&& d) {
+        user_domains[d.user].insert(d.stem);
+        std::string stem = d.stem;
+        std::string user = d.user;
+        domains[stem].emplace(std::move(user), std::move(d));
+      });
   std::set<std::string> names;
+  for (const auto& [name, files] : domains) names.insert(name);
   {
     std::unique_lock lock(mutex_);
-    users_.clear();
-    domains_.clear();
-    user_domains_.clear();
-    // Moved, not copied: at 100,000 domains a second copy of every
-    // setting is what peak memory is made of.
-    for (auto& u : snapshot.users) users_.emplace(u.user, std::move(u));
-    for (auto& d : snapshot.domains) {
-      names.insert(d.stem);
-      user_domains_[d.user].insert(d.stem);
-      std::string user = d.user;
-      domains_[d.stem].emplace(std::move(user), std::move(d));
-    }
-    server_ = std::move(snapshot.server);
+    users_ = std::move(users);
+    domains_ = std::move(domains);
+    user_domains_ = std::move(user_domains);
+    server_ = std::move(server);
     model_ = model::RelayModel();
     model::evaluate_server(model_, server_);
     for (const auto& [name, files] : domains_) {
@@ -145,7 +151,6 @@ ApplyOutcome Engine::resync(ResyncOptions options) {
     }
     clear_pending();
   }
-  snapshot = {};  // the entries were moved out; their shells go now
   read_once_ = true;
   for (const auto& [name, e] : errors_) {
     if (!name.empty()) names.insert(name);  // errors that may be gone now

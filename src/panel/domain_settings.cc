@@ -53,7 +53,8 @@ std::optional<FieldError> read_dkim(const json& obj, DomainSettings& d) {
 }  // namespace
 
 std::optional<FieldError> accept_dkim_key(DomainSettings& d,
-                                          std::optional<std::string> pem) {
+                                          const std::optional<std::string>& pem,
+                                          const std::string& path) {
   std::string file = d.domain + ".dkim.pem";
   if (!pem) {
     return FieldError{"dkim.enabled",
@@ -69,7 +70,7 @@ std::optional<FieldError> accept_dkim_key(DomainSettings& d,
   if (d.dkim_selector.empty()) {
     return FieldError{"dkim.selector", "is missing"};
   }
-  d.dkim_key = std::make_shared<const std::string>(std::move(*pem));
+  d.dkim_key = KeyFile{path, std::hash<std::string>{}(*pem)};
   return {};
 }
 

@@ -110,14 +110,21 @@ DomainEntry read_domain(const fs::path& root, const std::string& user,
       user, stem, parse_domain_settings(*r.text, stem, rules), r.stamp, {}};
   auto& settings = entry.settings;
   if (settings.value && settings.value->dkim_enabled) {
-    auto key = read_file(file.parent_path() / (stem + ".dkim.pem"));
+    fs::path key_file = file.parent_path() / (stem + ".dkim.pem");
+    auto key = read_file(key_file);
     entry.key_stamp = key.stamp;
-    if (auto e = accept_dkim_key(*settings.value, key.text)) {
+    if (auto e = accept_dkim_key(*settings.value, key.text, key_file)) {
       settings.value.reset();
       settings.error = e;
     }
   }
   return entry;
+}
+
+std::optional<std::string> read_key(const KeyFile& key) {
+  auto r = read_file(key.path);
+  if (!r.text || std::hash<std::string>{}(*r.text) != key.hash) return {};
+  return std::move(r.text);
 }
 
 Parsed<std::optional<RelaySettings>> read_server(const fs::path& root,
@@ -157,20 +164,30 @@ void check_panel_root(const fs::path& root) {
   }
 }
 
-PanelSnapshot read_panel(const fs::path& root, const RelayRules& rules) {
+Parsed<std::optional<RelaySettings>> visit_panel(
+    const fs::path& root, const RelayRules& rules,
+    const std::function<void(UserEntry&&)>& on_user,
+    const std::function<void(DomainEntry&&)>& on_domain) {
   check_panel_root(root);
-  PanelSnapshot snap;
-  snap.server = read_server(root, rules);
+  auto server = read_server(root, rules);
   for (const auto& user : list_names(users_dir(root), true)) {
-    snap.users.push_back(read_user(root, user));
+    on_user(read_user(root, user));
     fs::path mail = users_dir(root) / user / "mail";
     for (const auto& name : list_names(mail, false)) {
       // <domain>.dkim.pem files are read with their domain's file.
       if (name.size() <= 5 || !name.ends_with(".json")) continue;
       std::string stem = name.substr(0, name.size() - 5);
-      snap.domains.push_back(read_domain(root, user, stem, rules));
+      on_domain(read_domain(root, user, stem, rules));
     }
   }
+  return server;
+}
+
+PanelSnapshot read_panel(const fs::path& root, const RelayRules& rules) {
+  PanelSnapshot snap;
+  snap.server = visit_panel(
+      root, rules, [&](UserEntry&& u) { snap.users.push_back(std::move(u)); },
+      [&](DomainEntry&& d) { snap.domains.push_back(std::move(d)); });
   return snap;
 }
 

@@ -71,6 +71,32 @@ TEST_F(PanelReaderTest, SymlinkedDkimKeyIsRefused) {
   EXPECT_EQ(e.settings.error->field, "dkim.enabled");
 }
 
+// Verifies that a DKIM key is noted, not kept, and read back only while
+// it is the text that was checked: a key replaced since, or one that
+// became a symlink, reads as nothing.
+TEST_F(PanelReaderTest, DkimKeyIsReadBackOnlyAsChecked) {
+  write_text(mail_ / "dk.example.json",
+             R"({"domain":"dk.example","dkim":{"enabled":true,)"
+             R"("selector":"mail"}})");
+  const std::string pem =
+      "-----BEGIN PRIVATE KEY-----\nfirst\n-----END PRIVATE KEY-----\n";
+  write_text(mail_ / "dk.example.dkim.pem", pem);
+  auto e = read("dk.example");
+  ASSERT_TRUE(e.settings.value);
+  ASSERT_TRUE(e.settings.value->dkim_key);
+  const auto& key = *e.settings.value->dkim_key;
+  EXPECT_EQ(key.path, (mail_ / "dk.example.dkim.pem").string());
+  EXPECT_EQ(read_key(key), pem);
+
+  write_text(mail_ / "dk.example.dkim.pem",
+             "-----BEGIN PRIVATE KEY-----\nnewer\n-----END PRIVATE KEY-----\n");
+  EXPECT_EQ(read_key(key), std::nullopt);
+  write_text(tmp_.path() / "same.pem", pem);
+  fs::remove(mail_ / "dk.example.dkim.pem");
+  fs::create_symlink(tmp_.path() / "same.pem", mail_ / "dk.example.dkim.pem");
+  EXPECT_EQ(read_key(key), std::nullopt);
+}
+
 // Verifies that a missing user.json is reported as missing.
 TEST_F(PanelReaderTest, MissingUserFileSaysSo) {
   auto u = read_user(tmp_.path(), "nobody");

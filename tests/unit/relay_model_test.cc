@@ -14,13 +14,13 @@ using panel::UserEntry;
 UserEntry user(const std::string& name, bool suspended = false) {
   std::string text = std::string(R"({"user":")") + name + R"(","suspended":)" +
                      (suspended ? "true" : "false") + "}";
-  return {name, panel::parse_user_settings(text, name)};
+  return {name, panel::parse_user_settings(text, name), {}};
 }
 
 DomainEntry domain(const std::string& owner, const std::string& name,
                    const std::string& extra = "") {
   std::string text = R"({"domain":")" + name + "\"" + extra + "}";
-  return {owner, name, panel::parse_domain_settings(text, name, {})};
+  return {owner, name, panel::parse_domain_settings(text, name, {}), {}, {}};
 }
 
 const std::string kRelay =
@@ -81,7 +81,7 @@ TEST(RelayModel, DomainUnderTwoUsersIsRelayedForNeither) {
 // out: whether that user is suspended cannot be known.
 TEST(RelayModel, BrokenUserFileLeavesItsDomainsOut) {
   auto s = snapshot();
-  s.users.push_back({"dave", panel::parse_user_settings("{", "dave")});
+  s.users.push_back({"dave", panel::parse_user_settings("{", "dave"), {}});
   s.domains.push_back(domain("dave", "dave.example", kRelay));
   auto m = build_relay_model(s);
   EXPECT_FALSE(m.domains.count("dave.example"));

@@ -26,7 +26,7 @@ struct ApplyScope {
 
   static ApplyScope all() { return {}; }
   static ApplyScope of(std::set<std::string> domains, bool server) {
-    return {false, std::move(domains), server, false};
+    return {false, std::move(domains), server, false, {}};
   }
 };
 

@@ -22,6 +22,13 @@ class LiveFiles {
   bool same(const OutputDir& out, const std::string& path,
             const std::string& content, mode_t mode);
 
+  /// True when `path` is still what was recorded for a text of this hash;
+  /// false when it cannot tell without the text (nothing is read).
+  bool same_hash(const OutputDir& out, const std::string& path, size_t hash);
+
+  /// Notes that `path` now holds a text of this hash, as just written.
+  void wrote_hash(const OutputDir& out, const std::string& path, size_t hash);
+
   /// Notes that `path` now holds `content`, as just written.
   void wrote(const OutputDir& out, const std::string& path,
              const std::string& content);

@@ -71,7 +71,7 @@ class OutputDir {
   /// syncfs of the file system for many (a sync of the whole file system
   /// is the cheaper way for thousands of files, the costlier one for a
   /// few while other programs write).
-  void make_durable(const std::vector<std::filesystem::path>& rels);
+  void make_durable(const std::vector<std::string>& rels);
 
   /// Removes the staged temporaries of an abandoned write.
   void discard(const std::vector<StagedFile>& files) noexcept;

@@ -31,7 +31,7 @@ struct DomainRoute {
   /// Mail through a relay (its own or the server-wide one) is signed with
   /// this selector and key; empty when DKIM is off or the domain suspended.
   std::string dkim_selector;
-  std::shared_ptr<const std::string> dkim_key;  ///< null: no signing
+  std::optional<panel::KeyFile> dkim_key;  ///< none: no signing
 };
 
 /// A setting that was rejected, or accepted with a warning. Names the

@@ -11,15 +11,24 @@
 
 namespace havenoro::panel {
 
+/// A domain's DKIM key as the panel stores it: where it is and a hash of
+/// the text that was checked. The key itself is read again only when it
+/// must be written: at 10,000 domains the keys are megabytes, and a
+/// daemon holding them would hold secrets it does not need.
+struct KeyFile {
+  std::string path;
+  size_t hash = 0;  ///< std::hash of the text
+
+  bool operator==(const KeyFile&) const = default;
+};
+
 /// One mail domain as the panel stored it (`mail/<domain>.json`).
 struct DomainSettings {
   std::string domain;
   bool suspended = false;
   bool dkim_enabled = false;
   std::string dkim_selector;
-  /// PEM private key, read when DKIM is on; secret. Shared with the relay
-  /// model rather than copied: at 10,000 domains the keys are megabytes.
-  std::shared_ptr<const std::string> dkim_key;
+  std::optional<KeyFile> dkim_key;     ///< checked, when DKIM is on
   std::optional<RelaySettings> relay;  ///< the domain's own enabled relay
 };
 
@@ -51,10 +60,12 @@ struct UserSettings {
   bool suspended = false;
 };
 
-/// Checks the text of a `<domain>.dkim.pem` key file and stores it in `d`.
-/// Returns the error naming the `dkim` field, if any; never quotes the key.
+/// Checks the text of a `<domain>.dkim.pem` key file read from `path` and
+/// notes it in `d`. Returns the error naming the `dkim` field, if any;
+/// never quotes the key.
 std::optional<FieldError> accept_dkim_key(DomainSettings& d,
-                                          std::optional<std::string> pem);
+                                          const std::optional<std::string>& pem,
+                                          const std::string& path);
 
 /// Parses a user file's text; `dir_name` is the user's directory name.
 Parsed<UserSettings> parse_user_settings(std::string_view text,

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -49,6 +50,15 @@ class PanelError : public std::runtime_error {
 PanelSnapshot read_panel(const std::filesystem::path& root,
                          const RelayRules& rules);
 
+/// Reads the tree as read_panel() does, handing over each entry as soon
+/// as it is read rather than collecting them, so that the caller files
+/// them where they stay without a second copy of the whole tree. Returns
+/// the server-wide relay.
+Parsed<std::optional<RelaySettings>> visit_panel(
+    const std::filesystem::path& root, const RelayRules& rules,
+    const std::function<void(UserEntry&&)>& on_user,
+    const std::function<void(DomainEntry&&)>& on_domain);
+
 /// Throws PanelError unless `root/data/users` is a directory: a tree
 /// without it (not mounted, a wrong path) says nothing about any domain.
 void check_panel_root(const std::filesystem::path& root);
@@ -66,6 +76,11 @@ DomainEntry read_domain(const std::filesystem::path& root,
 std::vector<DomainEntry> find_domain(const std::filesystem::path& root,
                                      const std::string& name,
                                      const RelayRules& rules);
+
+/// The text of a DKIM key file, with the same care as any panel file;
+/// nothing when it cannot be read or is no longer the text that was
+/// checked (the panel replaced it since: its event follows).
+std::optional<std::string> read_key(const KeyFile& key);
 
 /// Reads `root/conf/mail.json`; a missing file means no server-wide relay.
 Parsed<std::optional<RelaySettings>> read_server(
