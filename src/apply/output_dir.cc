@@ -45,6 +45,18 @@ std::string read_all(int fd, const std::string& path) {
   }
 }
 
+// Creates `name` in `dir` (never over anything there), owner and mode set
+// before any byte is written, and writes `content`.
+void create_file(int dir, const char* name, const std::string& shown,
+                 gid_t group, const std::string& content, mode_t mode) {
+  UniqueFd fd(::openat(
+      dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid()) throw errno_error("create", shown);
+  if (::fchown(fd.get(), 0, group) != 0) throw errno_error("chown", shown);
+  if (::fchmod(fd.get(), mode) != 0) throw errno_error("chmod", shown);
+  write_all(fd.get(), content, shown);
+}
+
 }  // namespace
 
 gid_t group_id(const std::string& name) {
@@ -173,28 +185,17 @@ StagedFile OutputDir::stage(const fs::path& rel, const std::string& content,
   Dir dir = dir_fd(rel.parent_path(), true);
   StagedFile staged{rel, temp_name(rel.filename().string())};
   std::string shown = (root_ / rel.parent_path() / staged.temp_name).string();
-  UniqueFd fd(::openat(dir.get(), staged.temp_name.c_str(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                       0600));
-  if (!fd.valid()) throw errno_error("create", shown);
   // Owner and mode are right before the file has a name Exim reads.
-  if (::fchown(fd.get(), 0, group_) != 0) throw errno_error("chown", shown);
-  if (::fchmod(fd.get(), mode) != 0) throw errno_error("chmod", shown);
-  write_all(fd.get(), content, shown);
+  create_file(dir.get(), staged.temp_name.c_str(), shown, group_, content,
+              mode);
   return staged;
 }
 
 void OutputDir::write_new(const fs::path& rel, const std::string& content,
                           mode_t mode) {
   Dir dir = dir_fd(rel.parent_path(), true);
-  std::string shown = (root_ / rel).string();
-  UniqueFd fd(::openat(dir.get(), rel.filename().c_str(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                       0600));
-  if (!fd.valid()) throw errno_error("create", shown);
-  if (::fchown(fd.get(), 0, group_) != 0) throw errno_error("chown", shown);
-  if (::fchmod(fd.get(), mode) != 0) throw errno_error("chmod", shown);
-  write_all(fd.get(), content, shown);
+  create_file(dir.get(), rel.filename().c_str(), (root_ / rel).string(), group_,
+              content, mode);
 }
 
 void OutputDir::make_durable(const std::vector<std::string>& rels) {

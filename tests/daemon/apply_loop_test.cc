@@ -46,6 +46,8 @@ class ApplyLoopTest : public ::testing::Test {
     config_.allow_private_relays = true;
   }
 
+  std::unique_ptr<ApplyLoop> started_loop();
+
   std::unique_ptr<ApplyLoop> make_loop() {
     ApplyObserver observer;
     observer.applied = [this](const engine::ApplyOutcome&) { ++observed_; };
@@ -90,6 +92,18 @@ class ApplyLoopTest : public ::testing::Test {
 
 ApplyDone into(std::promise<engine::ApplyOutcome>& promise) {
   return [&promise](const SharedOutcome& o) { promise.set_value(*o); };
+}
+
+// A loop that has made its first apply, for the tests of what follows.
+std::unique_ptr<ApplyLoop> ApplyLoopTest::started_loop() {
+  auto loop = make_loop();
+  std::promise<engine::ApplyOutcome> first;
+  loop->resync(into(first));
+  loop->start();
+  auto future = first.get_future();
+  EXPECT_EQ(future.wait_for(std::chrono::seconds(60)),
+            std::future_status::ready);
+  return loop;
 }
 
 ApplyDone shared_into(std::promise<SharedOutcome>& promise) {
@@ -141,12 +155,7 @@ TEST_F(ApplyLoopTest, ReconcileHearsItsDomainsOutcome) {
 // Verifies that notes arriving while an apply runs are folded into the
 // next one: 200 notes cost a few applies, and the last write wins.
 TEST_F(ApplyLoopTest, FoldsABurstIntoAFewApplies) {
-  auto loop = make_loop();
-  std::promise<engine::ApplyOutcome> started;
-  loop->resync(into(started));
-  loop->start();
-  auto first = started.get_future();
-  wait_for(first);
+  auto loop = started_loop();
   auto before = loop->applies();
 
   for (int i = 0; i < 200; ++i) {
@@ -212,12 +221,7 @@ class Gate {
 // Verifies that a save hook's reconcile, arriving while the apply runs
 // that took the save, is answered by that apply: no apply of its own.
 TEST_F(ApplyLoopTest, ReconcileJoinsTheApplyThatTookTheSave) {
-  auto loop = make_loop();
-  std::promise<engine::ApplyOutcome> started;
-  loop->resync(into(started));
-  loop->start();
-  auto first = started.get_future();
-  wait_for(first);
+  auto loop = started_loop();
   auto before = loop->applies();
 
   Gate busy;
@@ -246,12 +250,7 @@ TEST_F(ApplyLoopTest, ReconcileJoinsTheApplyThatTookTheSave) {
 // did not take a save of its domain, or when more was noted since (here
 // the domain's next save).
 TEST_F(ApplyLoopTest, ReconcileTakesTheNextApplyOtherwise) {
-  auto loop = make_loop();
-  std::promise<engine::ApplyOutcome> started;
-  loop->resync(into(started));
-  loop->start();
-  auto first = started.get_future();
-  wait_for(first);
+  auto loop = started_loop();
   auto before = loop->applies();
 
   Gate busy;
@@ -284,12 +283,7 @@ TEST_F(ApplyLoopTest, ReconcileTakesTheNextApplyOtherwise) {
 // Verifies that the status snapshot is built once per apply: readers in
 // between share one document, and the next apply makes a new one.
 TEST_F(ApplyLoopTest, StatusSnapshotChangesOnlyWithAnApply) {
-  auto loop = make_loop();
-  std::promise<engine::ApplyOutcome> started;
-  loop->resync(into(started));
-  loop->start();
-  auto first = started.get_future();
-  wait_for(first);
+  auto loop = started_loop();
   auto before = loop->status_snapshot();
   EXPECT_EQ(loop->status_snapshot(), before);
   EXPECT_FALSE(before->contains("uptime_s"));
