@@ -163,6 +163,18 @@ std::string status_view(const json& s) {
                                         left_out(s, "errors", "errors_total"));
 }
 
+namespace {
+
+// The route a rejected save left in force, from the daemon's "live".
+std::string live_text(const json& live) {
+  std::string route = text(live, "route");
+  if (route == "relay")
+    return "relay " + text(live, "relay") + " (last applied)";
+  return route + " (last applied)";
+}
+
+}  // namespace
+
 std::string domain_view(const json& d) {
   const json& error = member(d, "last_error");
   const json& dkim = member(d, "dkim");
@@ -174,6 +186,8 @@ std::string domain_view(const json& d) {
   };
   if (d.contains("relay"))
     rows.push_back({"Relay", relay_text(member(d, "relay"))});
+  if (const json& live = member(d, "live"); live.is_object())
+    rows.push_back({"Live now", live_text(live)});
   if (dkim.is_object())
     rows.push_back({"DKIM", "signing, selector " + text(dkim, "selector")});
   rows.push_back({"Last error", error.is_object()
@@ -194,9 +208,12 @@ std::string domain_list_view(const json& domains) {
   TextTable table({"DOMAIN", "USER", "ROUTE", "RELAY", "LAST ERROR"});
   for (const auto& d : domains) {
     const json& relay = member(d, "relay");
+    const json& live = member(d, "live");
     const json& error = member(d, "last_error");
-    table.add({text(d, "domain"), text(d, "user"), text(d, "route"),
-               relay.is_object() ? host_port(relay) : "-",
+    std::string relay_cell = relay.is_object() ? host_port(relay) : "-";
+    if (live.is_object() && live.contains("relay"))
+      relay_cell = text(live, "relay") + " (live)";
+    table.add({text(d, "domain"), text(d, "user"), text(d, "route"), relay_cell,
                error.is_object() ? text(error, "error") : "-"});
   }
   return table.str();

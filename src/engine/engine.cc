@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <fstream>
 #include <future>
 #include <mutex>
 
@@ -557,7 +558,10 @@ void Engine::record_errors(const std::set<std::string>& names, bool server) {
     } else {
       std::vector<std::string> texts;
       for (const auto& p : it->second) texts.push_back(p.text());
-      note(name, fmt::format("{}", fmt::join(texts, "; ")));
+      note(name, fmt::format("{}{}", fmt::join(texts, "; "),
+                             it->second.front().keep_live
+                                 ? " (the last applied settings stay live)"
+                                 : ""));
     }
   }
   if (server) {
@@ -708,6 +712,21 @@ std::optional<std::string> Engine::server_error() const {
   return it->second.first;
 }
 
+// What Exim finds for a domain now, from its live files: the route that a
+// rejected save left in force. Only the route line is read, never the
+// credentials.
+json Engine::live_route(const std::string& name) const {
+  fs::path out = config_.output_dir;
+  if (path_exists(out / "suspended" / name)) return {{"route", "suspended"}};
+  std::ifstream file(out / "domains" / name / "smtp_relay.conf");
+  for (std::string line; std::getline(file, line);) {
+    if (line.starts_with("route: ")) {
+      return {{"route", "relay"}, {"relay", line.substr(7)}};
+    }
+  }
+  return {{"route", "default"}};
+}
+
 json Engine::domain_json(const std::string& name) const {
   json d = {{"domain", name}, {"route", "rejected"}, {"last_error", nullptr}};
   if (auto it = domains_.find(name); it != domains_.end()) {
@@ -723,6 +742,11 @@ json Engine::domain_json(const std::string& name) const {
     d["dkim"] = !r.dkim_key
                     ? json(nullptr)
                     : json{{"selector", r.dkim_selector}, {"signing", true}};
+  }
+  if (auto it = model_.rejected.find(name);
+      it != model_.rejected.end() && it->second.front().keep_live) {
+    d["reason"] = "settings rejected; what was last applied stays live";
+    d["live"] = live_route(name);
   }
   if (auto it = errors_.find(name); it != errors_.end()) {
     d["last_error"] = {{"error", it->second.first},

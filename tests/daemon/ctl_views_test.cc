@@ -193,11 +193,31 @@ TEST(Views, DomainListTable) {
                {{"domain", "b.example"},
                 {"user", "bob"},
                 {"route", "rejected"},
-                {"last_error", {{"error", "port 0"}}}}};
+                {"last_error", {{"error", "port 0"}}}},
+               {{"domain", "c.example"},
+                {"user", "bob"},
+                {"route", "rejected"},
+                {"live", {{"route", "relay"}, {"relay", "192.0.2.7:465"}}},
+                {"last_error", {{"error", "port 1e9"}}}}};
   EXPECT_EQ(domain_list_view(list),
             "DOMAIN     USER   ROUTE     RELAY                  LAST ERROR\n"
             "a.example  alice  relay     smtp.sendgrid.net:587  -\n"
-            "b.example  bob    rejected  -                      port 0\n");
+            "b.example  bob    rejected  -                      port 0\n"
+            "c.example  bob    rejected  192.0.2.7:465 (live)   port 1e9\n");
+}
+
+// Verifies that a rejected save shows the relay still in force.
+TEST(Views, DomainShowsWhatStaysLive) {
+  json d = {{"domain", "c.example"},
+            {"user", "bob"},
+            {"route", "rejected"},
+            {"reason", "settings rejected; what was last applied stays live"},
+            {"live", {{"route", "relay"}, {"relay", "192.0.2.7:465"}}},
+            {"last_error", nullptr}};
+  auto t = domain_view(d);
+  EXPECT_NE(t.find("Live now    relay 192.0.2.7:465 (last applied)\n"),
+            std::string::npos)
+      << t;
 }
 
 // Verifies the plan as a diff of the output directory.

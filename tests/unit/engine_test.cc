@@ -137,6 +137,12 @@ TEST_F(EngineTest, BrokenFileKeepsTheLastAppliedRelay) {
   EXPECT_TRUE(status["errors"][0].contains("first_seen"));
   auto d = engine.domain("a.example");
   EXPECT_FALSE(d["last_error"].is_null());
+  // What is still live is said, with the relay Exim uses, no secret.
+  EXPECT_NE(d["last_error"]["error"].get<std::string>().find("stay live"),
+            std::string::npos);
+  EXPECT_EQ(d["live"]["route"], "relay");
+  EXPECT_EQ(d["live"]["relay"], "192.0.2.25:587");
+  EXPECT_EQ(d.dump().find(kPassword), std::string::npos);
 }
 
 // Verifies that a deleted domain's relay is removed.

@@ -147,6 +147,7 @@ class Engine {
                            const std::set<std::string>& touched) const;
   void record_errors(const std::set<std::string>& names, bool server);
   nlohmann::json domain_json(const std::string& name) const;
+  nlohmann::json live_route(const std::string& name) const;
   void note_exim(const ApplyOutcome& outcome);
   void locate_elsewhere(const std::set<std::string>& names, Reread& into);
   void refresh_status_cache() const;
