@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <future>
 #include <map>
 #include <optional>
 #include <set>
@@ -280,23 +281,37 @@ std::string parent_of(const std::string& path) {
   return slash == std::string::npos ? "" : path.substr(0, slash);
 }
 
-// Moves the checked candidate's files from the scratch tree into place:
-// each file written once, synced, then renamed. A new domain's directory
-// moves whole, so that Exim's dsearch never finds it without its file.
-// Each file that cannot be put in place (a planted symlink) is reported
-// on its own; the other domains' files still go live.
-void promote(OutputDir& out, const Changes& changes, LiveFiles& seen,
-             std::vector<std::string>& errors) {
+// The scratch paths of the files to put in place, and the new domain
+// directories among them (moved whole).
+struct Staged {
   std::set<std::string> new_dirs;
-  std::vector<std::string> staged;
+  std::vector<std::string> paths;
+};
+
+Staged staged_of(const OutputDir& out, const Changes& changes) {
+  Staged s;
   for (const auto& [path, text, key, skipped] : changes.writes) {
     if (skipped) continue;
     std::string dir = parent_of(path);
-    staged.push_back(in_check(path));
-    if (in_domain_dir(path) && !out.exists(dir) && new_dirs.insert(dir).second)
-      staged.push_back(in_check(dir));
+    s.paths.push_back(in_check(path));
+    if (in_domain_dir(path) && !out.exists(dir) &&
+        s.new_dirs.insert(dir).second)
+      s.paths.push_back(in_check(dir));
   }
-  out.make_durable(staged);
+  return s;
+}
+
+// Moves the checked candidate's files from the scratch tree into place
+// once `durable` reports them on disk: each file written once, synced,
+// then renamed. A new domain's directory moves whole, so that Exim's
+// dsearch never finds it without its file. Each file that cannot be put
+// in place (a planted symlink) is reported on its own; the other
+// domains' files still go live.
+void promote(OutputDir& out, const Changes& changes, const Staged& staged,
+             std::future<void>& durable, LiveFiles& seen,
+             std::vector<std::string>& errors) {
+  durable.get();
+  const auto& new_dirs = staged.new_dirs;
   std::set<std::string> parents;
   for (const auto& [path, text, key, skipped] : changes.writes) {
     if (skipped) continue;
@@ -803,10 +818,16 @@ ApplyReport Applier::run(const model::RelayModel& model,
   }
   auto names = changed_names(changes);
   stage_candidate(out, changes, names, report.errors);
+  Staged staged = staged_of(out, changes);
+  std::future<void> durable;
+  if (!dry_run) durable = out.make_durable_async(staged.paths);
   auto data_check =
       check_data(out, config_, config_.output_dir / gen_dir(candidate), model,
                  changes, names);
-  if (!data_check.ok || dry_run) out.remove_all(kCheckDir);
+  if (!data_check.ok || dry_run) {
+    if (durable.valid()) durable.wait();
+    out.remove_all(kCheckDir);
+  }
   if (!data_check.ok) {
     return discard("exim check of the changed settings failed: " +
                    data_check.message);
@@ -830,7 +851,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
       return report;
     }
   }
-  promote(out, changes, live_files_, report.errors);
+  promote(out, changes, staged, durable, live_files_, report.errors);
   out.remove_all(kCheckDir);  // the copies of live files
   remove_data(out, changes.removals, live_files_, report.errors);
   if (running_exim(exim_daemon(config_))) retry_held_mail(config_, changes);

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <future>
 #include <stdexcept>
 
 namespace havenoro::apply {
@@ -199,21 +200,35 @@ void OutputDir::write_new(const fs::path& rel, const std::string& content,
 }
 
 void OutputDir::make_durable(const std::vector<std::string>& rels) {
+  make_durable_async(rels).get();
+}
+
+std::future<void> OutputDir::make_durable_async(
+    const std::vector<std::string>& rels) {
   if (rels.size() > kMaxSyncEach) {
-    sync();
-    return;
+    auto fd = std::make_shared<UniqueFd>(::dup(root_fd_->get()));
+    return std::async(std::launch::async, [fd, shown = root_.string()] {
+      if (::syncfs(fd->get()) != 0) throw errno_error("syncfs", shown);
+    });
   }
+  // Opened here: the directory handles belong to this thread.
+  std::vector<std::pair<UniqueFd, std::string>> files;
   for (const auto& name : rels) {
     fs::path rel = name;
+    std::string shown = (root_ / rel).string();
     Dir dir = dir_fd(rel.parent_path(), false);
     UniqueFd fd(!dir ? -1
                      : ::openat(dir.get(),
                                 rel.empty() ? "." : rel.filename().c_str(),
                                 O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd.valid() || ::fsync(fd.get()) != 0) {
-      throw errno_error("fsync", (root_ / rel).string());
-    }
+    if (!fd.valid()) throw errno_error("fsync", shown);
+    files.emplace_back(std::move(fd), std::move(shown));
   }
+  return std::async(std::launch::async, [files = std::move(files)] {
+    for (const auto& [fd, shown] : files) {
+      if (::fsync(fd.get()) != 0) throw errno_error("fsync", shown);
+    }
+  });
 }
 
 void OutputDir::commit(const std::vector<StagedFile>& files, bool durable) {

@@ -9,6 +9,8 @@
 #include <future>
 #include <mutex>
 
+#include "havenoro_relay/util/fd.h"
+
 namespace havenoro::engine {
 namespace {
 
@@ -171,11 +173,15 @@ ApplyOutcome Engine::rescan(ResyncOptions options) {
   // the two, so that a resync of 10,000 domains uses both cores.
   auto prefetch =
       std::async(std::launch::async, [this] { applier_.prefetch(); });
-  auto users = list_dir(config_.panel_root / "data" / "users", true);
+  fs::path users_dir = config_.panel_root / "data" / "users";
+  auto users = list_dir(users_dir, true);
+  // Paths from the users' directory, not from /: 2,000 walks fewer.
+  util::UniqueFd users_fd(
+      ::open(users_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   auto half = [&](size_t first) {
     Reread part;
     for (size_t i = first; i < users.size(); i += 2) {
-      rescan_changed(users[i], part);
+      rescan_changed(users_fd.get(), users[i], part);
     }
     return part;
   };
@@ -206,10 +212,10 @@ ApplyOutcome Engine::rescan(ResyncOptions options) {
 }
 
 // Re-reads what changed in one user's directory since it was read.
-void Engine::rescan_changed(const std::string& user, Reread& into) {
-  fs::path dir = config_.panel_root / "data" / "users" / user;
+void Engine::rescan_changed(int users_fd, const std::string& user,
+                            Reread& into) {
   auto known = users_.find(user);
-  auto stamp = util::stamp_at(AT_FDCWD, (dir / "user.json").c_str());
+  auto stamp = util::stamp_at(users_fd, (user + "/user.json").c_str());
   if (known == users_.end() || known->second.stamp != stamp) {
     rescan_user(user, into);  // a suspension changes all its domains
     return;
@@ -218,7 +224,7 @@ void Engine::rescan_changed(const std::string& user, Reread& into) {
   if (auto it = user_domains_.find(user); it != user_domains_.end()) {
     gone = it->second;
   }
-  auto files = util::list_stamps((dir / "mail").string());
+  auto files = util::list_stamps(users_fd, user + "/mail");
   for (const auto& [name, file_stamp] : files) {
     auto stem = file_stem(name);
     if (!stem) continue;

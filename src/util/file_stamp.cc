@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <unistd.h>
 
 namespace havenoro::util {
 namespace {
@@ -27,10 +28,14 @@ std::optional<FileStamp> stamp_at(int dir_fd, const char* name) {
   return stamp_of(st);
 }
 
-std::vector<StampedName> list_stamps(const std::string& dir) {
+std::vector<StampedName> list_stamps(int dir_fd, const std::string& rel) {
   std::vector<StampedName> entries;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return entries;
+  int fd = ::openat(dir_fd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR* d = fd < 0 ? nullptr : ::fdopendir(fd);
+  if (!d) {
+    if (fd >= 0) ::close(fd);
+    return entries;
+  }
   while (struct dirent* e = ::readdir(d)) {
     if (e->d_name[0] == '.') continue;
     if (auto stamp = stamp_at(::dirfd(d), e->d_name)) {

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <filesystem>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -72,6 +73,11 @@ class OutputDir {
   /// is the cheaper way for thousands of files, the costlier one for a
   /// few while other programs write).
   void make_durable(const std::vector<std::string>& rels);
+
+  /// The same on another thread, so that the disk's wait overlaps other
+  /// work (Exim's checks of the same files); the future reports it done
+  /// or throws std::system_error. The paths are opened before it returns.
+  std::future<void> make_durable_async(const std::vector<std::string>& rels);
 
   /// Removes the staged temporaries of an abandoned write.
   void discard(const std::vector<StagedFile>& files) noexcept;

@@ -34,9 +34,9 @@ std::optional<FileStamp> stamp_at(int dir_fd, const char* name);
 /// One entry of a directory and its stamp.
 using StampedName = std::pair<std::string, FileStamp>;
 
-/// Every entry of a directory but the dot-files, with its stamp (symlinks
-/// not followed), in the directory's order; one fstatat each. Empty when
-/// the directory cannot be opened.
-std::vector<StampedName> list_stamps(const std::string& dir);
+/// Every entry of the directory `rel` below `dir_fd` (or AT_FDCWD) but the
+/// dot-files, with its stamp (symlinks not followed), in the directory's
+/// order; one fstatat each. Empty when the directory cannot be opened.
+std::vector<StampedName> list_stamps(int dir_fd, const std::string& rel);
 
 }  // namespace havenoro::util
