@@ -285,19 +285,23 @@ std::string parent_of(const std::string& path) {
 // directories among them (moved whole).
 struct Staged {
   std::set<std::string> new_dirs;
-  std::vector<std::string> paths;
+  std::vector<std::string> paths;  ///< to sync; {""}: the file system
 };
 
 Staged staged_of(const OutputDir& out, const Changes& changes) {
   Staged s;
+  // A bulk apply syncs the file system: no list of thousands of paths.
+  bool each = changes.writes.size() <= OutputDir::kMaxSyncEach;
   for (const auto& [path, text, key, skipped] : changes.writes) {
     if (skipped) continue;
     std::string dir = parent_of(path);
-    s.paths.push_back(in_check(path));
+    if (each) s.paths.push_back(in_check(path));
     if (in_domain_dir(path) && !out.exists(dir) &&
-        s.new_dirs.insert(dir).second)
+        s.new_dirs.insert(dir).second && each) {
       s.paths.push_back(in_check(dir));
+    }
   }
+  if (!each) s.paths = {""};
   return s;
 }
 

@@ -21,8 +21,6 @@ using util::UniqueFd;
 
 constexpr mode_t kDirMode = 0750;
 constexpr size_t kMaxCachedDirs = 64;
-// Up to this many paths are synced one by one; beyond, the file system.
-constexpr size_t kMaxSyncEach = 32;
 
 void write_all(int fd, const std::string& data, const std::string& path) {
   size_t done = 0;
@@ -205,7 +203,7 @@ void OutputDir::make_durable(const std::vector<std::string>& rels) {
 
 std::future<void> OutputDir::make_durable_async(
     const std::vector<std::string>& rels) {
-  if (rels.size() > kMaxSyncEach) {
+  if (rels.size() > kMaxSyncEach || (rels.size() == 1 && rels[0].empty())) {
     auto fd = std::make_shared<UniqueFd>(::dup(root_fd_->get()));
     return std::async(std::launch::async, [fd, shown = root_.string()] {
       if (::syncfs(fd->get()) != 0) throw errno_error("syncfs", shown);

@@ -14,11 +14,7 @@ int64_t nanoseconds(const struct timespec& t) {
 }  // namespace
 
 FileStamp stamp_of(const struct stat& st) {
-  return {st.st_dev,
-          st.st_ino,
-          st.st_size,
-          st.st_mode,
-          nanoseconds(st.st_mtim),
+  return {st.st_ino, st.st_size, nanoseconds(st.st_mtim),
           nanoseconds(st.st_ctim)};
 }
 

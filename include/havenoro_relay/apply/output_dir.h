@@ -76,8 +76,12 @@ class OutputDir {
 
   /// The same on another thread, so that the disk's wait overlaps other
   /// work (Exim's checks of the same files); the future reports it done
-  /// or throws std::system_error. The paths are opened before it returns.
+  /// or throws std::system_error. The paths are opened before it returns;
+  /// {""} stands for the whole file system.
   std::future<void> make_durable_async(const std::vector<std::string>& rels);
+
+  /// Up to this many paths are synced one by one; beyond, the file system.
+  static constexpr size_t kMaxSyncEach = 32;
 
   /// Removes the staged temporaries of an abandoned write.
   void discard(const std::vector<StagedFile>& files) noexcept;

@@ -12,12 +12,12 @@ namespace havenoro::util {
 
 /// What tells one version of a file from another without reading it: any
 /// write, rename over, chmod or chown changes at least one of these (the
-/// change time cannot be set back by a program).
+/// change time cannot be set back by a program, and a file of another
+/// file system has other times). Kept small: one is held per panel file
+/// and per live file, 20,000 at 10,000 domains.
 struct FileStamp {
-  dev_t device = 0;
   ino_t inode = 0;
   off_t size = 0;
-  mode_t mode = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
 
