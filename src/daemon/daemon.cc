@@ -74,6 +74,9 @@ int Daemon::run() {
   schedule_resync();
   schedule_watchdog();
   schedule_delivery_poll();
+  // One thread serves the socket, inotify and the timers. TODO(#7): a
+  // second one for the socket, so that status requests keep their pace
+  // while an apply's Exim processes take the cores.
   io_.run();
   // The apply running now finishes (an apply is never cut in half); what
   // is still queued is dropped, to be found again by the next start's
