@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "havenoro_relay/apply/exim_reload.h"
@@ -21,6 +22,17 @@
 #include "havenoro_relay/util/process.h"
 
 namespace havenoro::apply {
+
+std::string domain_of_path(const std::string& path) {
+  for (std::string_view prefix : {"domains/", "suspended/", "dkim/"}) {
+    if (path.starts_with(prefix)) {
+      std::string rest = path.substr(prefix.size());
+      return rest.substr(0, rest.find('/'));
+    }
+  }
+  return "";
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -82,11 +94,12 @@ struct Listing {
   }
 };
 
+// A narrowed resync compares only what changed in the model.
 std::set<std::string> names_in_scope(const model::RelayModel& m,
                                      const Listing& live,
-                                     const ApplyScope& scope) {
+                                     const ApplyScope& scope, bool narrow) {
   if (!scope.everything) return scope.domains;
-  if (!live.complete) return scope.changed.value_or(scope.domains);
+  if (narrow) return *scope.changed;
   std::set<std::string> names;
   for (const auto& [name, d] : m.domains) names.insert(name);
   for (const auto& [name, p] : m.rejected) names.insert(name);
@@ -370,16 +383,9 @@ constexpr size_t kMaxRouteChecks = 16;
 // The domains whose files an apply changes, from their paths.
 std::set<std::string> changed_names(const Changes& c) {
   std::set<std::string> names;
-  auto add = [&](const std::string& path) {
-    for (const char* prefix : {"domains/", "suspended/", "dkim/"}) {
-      if (path.starts_with(prefix)) {
-        auto rest = path.substr(std::string_view(prefix).size());
-        names.insert(rest.substr(0, rest.find('/')));
-      }
-    }
-  };
-  for (const auto& w : c.writes) add(w.path);
-  for (const auto& path : c.removals) add(path);
+  for (const auto& w : c.writes) names.insert(domain_of_path(w.path));
+  for (const auto& path : c.removals) names.insert(domain_of_path(path));
+  names.erase("");
   return names;
 }
 
@@ -784,7 +790,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
   Listing listing = scope.everything && !narrow ? Listing::of(out) : Listing{};
   Changes changes;
   Differ differ(out, listing, live_files_, changes);
-  for (const auto& name : names_in_scope(model, listing, scope)) {
+  for (const auto& name : names_in_scope(model, listing, scope, narrow)) {
     differ.domain(model, name);
   }
   if (scope.everything || scope.server) differ.server(model);
@@ -916,6 +922,22 @@ void Applier::prefetch() {
 void Applier::release_pin() {
   OutputDir out(config_.output_dir, group_id(config_.exim_group));
   out.remove_all(kPinFile);
+}
+
+LiveRoute Applier::live_route(const std::string& name) const {
+  OutputDir out(config_.output_dir, group_id(config_.exim_group));
+  try {
+    if (out.exists(suspended_marker(name))) return {"suspended", ""};
+    if (auto text = out.read(credential_file(name))) {
+      std::istringstream lines(*text);
+      for (std::string line; std::getline(lines, line);) {
+        if (line.starts_with("route: ")) return {"relay", line.substr(7)};
+      }
+    }
+  } catch (const std::system_error&) {
+    // A planted symlink is not followed; what it hides is not a route.
+  }
+  return {"default", ""};
 }
 
 std::vector<unsigned long> Applier::kept_generations() const {

@@ -5,7 +5,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
 #include <future>
 #include <mutex>
 
@@ -48,18 +47,6 @@ json relay_json(const panel::RelaySettings& r) {
           {"verify_certificate", r.verify_certificate},
           {"username", r.username},
           {"password_set", !r.password.empty()}};
-}
-
-// The domain a written or removed output path belongs to; "" for the
-// server-wide relay and for generation files.
-std::string domain_of_path(const std::string& path) {
-  for (const char* prefix : {"domains/", "suspended/", "dkim/"}) {
-    if (path.starts_with(prefix)) {
-      std::string rest = path.substr(std::string_view(prefix).size());
-      return rest.substr(0, rest.find('/'));
-    }
-  }
-  return "";
 }
 
 // The domain a file in a user's mail directory belongs to: its settings
@@ -163,14 +150,33 @@ ApplyOutcome Engine::resync(ResyncOptions options) {
 
 // A resync after the first: every file of the tree is looked at (one
 // fstatat each), but only those whose stamp changed are read and parsed
-// again, and only their domains are evaluated again. The apply still
-// compares every live file with the model, which catches what happened
-// to the output directory behind the daemon's back.
+// again, and only their domains are evaluated again. The applier is told
+// what changed; it compares the rest with the model too unless the live
+// files show nothing happened to them behind the daemon's back.
 ApplyOutcome Engine::rescan(ResyncOptions options) {
+  Reread r = scan_changes();
+  std::set<std::string> names;
+  {
+    std::unique_lock lock(mutex_);
+    merge(r);
+    clear_pending();
+    for (const auto& [name, files] : domains_) names.insert(name);
+  }
+  std::set<std::string> changed = std::move(r.names);  // removed ones too
+  for (const auto& [name, e] : errors_) {
+    if (!name.empty()) changed.insert(name);  // may be gone now
+  }
+  names.insert(changed.begin(), changed.end());
+  return apply_scope(names, true, true, options.confirm_removals,
+                     std::move(changed));
+}
+
+// What changed in the whole panel tree since it was read. Mostly
+// fstatat() and readdir(): the users are split between two threads, and
+// a third takes the live files' stamps for the apply that follows, so
+// that a resync of 10,000 domains uses both cores.
+Engine::Reread Engine::scan_changes() {
   panel::check_panel_root(config_.panel_root);
-  // Both halves are mostly fstatat() and readdir(): the live files'
-  // stamps are taken on a second thread, and the users are split between
-  // the two, so that a resync of 10,000 domains uses both cores.
   auto prefetch =
       std::async(std::launch::async, [this] { applier_.prefetch(); });
   fs::path users_dir = config_.panel_root / "data" / "users";
@@ -194,21 +200,7 @@ ApplyOutcome Engine::rescan(ResyncOptions options) {
   for (const auto& [user, entry] : users_) {
     if (!listed.count(user)) rescan_user(user, r);  // gone
   }
-  std::set<std::string> names;
-  {
-    std::unique_lock lock(mutex_);
-    merge(r);
-    clear_pending();
-    for (const auto& [name, files] : domains_) names.insert(name);
-  }
-  names.insert(r.names.begin(), r.names.end());  // the removed ones
-  std::set<std::string> changed = r.names;
-  for (const auto& [name, e] : errors_) {
-    if (!name.empty()) names.insert(name);
-    if (!name.empty()) changed.insert(name);  // may be gone now
-  }
-  return apply_scope(names, true, true, options.confirm_removals,
-                     std::move(changed));
+  return r;
 }
 
 // Re-reads what changed in one user's directory since it was read.
@@ -501,7 +493,7 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   // a full apply quadratic in the number of domains.
   std::set<std::string> touched;
   for (const auto* paths : {&outcome.report.written, &outcome.report.removed}) {
-    for (const auto& p : *paths) touched.insert(domain_of_path(p));
+    for (const auto& p : *paths) touched.insert(apply::domain_of_path(p));
   }
   for (const auto& name : names) {
     outcome.domains.push_back(outcome_of(name, outcome.report, touched));
@@ -610,7 +602,7 @@ json capped(const std::set<std::string>& names) {
 json last_apply_json(const ApplyOutcome& a) {
   std::set<std::string> changed;
   for (const auto* paths : {&a.report.written, &a.report.removed}) {
-    for (const auto& p : *paths) changed.insert(domain_of_path(p));
+    for (const auto& p : *paths) changed.insert(apply::domain_of_path(p));
   }
   changed.erase("");
   return {{"at", iso_time(a.started)},
@@ -718,19 +710,12 @@ std::optional<std::string> Engine::server_error() const {
   return it->second.first;
 }
 
-// What Exim finds for a domain now, from its live files: the route that a
-// rejected save left in force. Only the route line is read, never the
-// credentials.
+// The route a rejected save left in force, as status shows it.
 json Engine::live_route(const std::string& name) const {
-  fs::path out = config_.output_dir;
-  if (path_exists(out / "suspended" / name)) return {{"route", "suspended"}};
-  std::ifstream file(out / "domains" / name / "smtp_relay.conf");
-  for (std::string line; std::getline(file, line);) {
-    if (line.starts_with("route: ")) {
-      return {{"route", "relay"}, {"relay", line.substr(7)}};
-    }
-  }
-  return {{"route", "default"}};
+  auto live = applier_.live_route(name);
+  json j = {{"route", live.route}};
+  if (!live.relay.empty()) j["relay"] = live.relay;
+  return j;
 }
 
 json Engine::domain_json(const std::string& name) const {

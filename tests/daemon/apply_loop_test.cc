@@ -27,15 +27,8 @@ class ApplyLoopTest : public ::testing::Test {
   void SetUp() override {
     panel_ = tmp_.path() / "panel";
     out_ = tmp_.path() / "out";
-    std::string conf = read_text(kSource / "exim-templates/exim4.conf.example");
-    const std::string from = "/etc/exim4/havenoro-relay";
-    for (size_t at = conf.find(from); at != std::string::npos;
-         at = conf.find(from, at)) {
-      conf.replace(at, from.size(), out_.string());
-    }
-    // A fixed name spares every Exim process a DNS lookup of this host.
     write_text(tmp_.path() / "exim.conf",
-               "primary_hostname = mail.havenoro.test\n" + conf);
+               havenoro::testing::example_exim_config(kSource, out_));
     write_text(panel_ / "data/users/alice/user.json",
                R"({"user":"alice","suspended":false})");
     config_.panel_root = panel_;

@@ -24,14 +24,8 @@ class EngineTest : public ::testing::Test {
   void SetUp() override {
     panel_ = tmp_.path() / "panel";
     out_ = tmp_.path() / "out";
-    std::string conf = read_text(kSource / "exim-templates/exim4.conf.example");
-    for (size_t at = conf.find("/etc/exim4/havenoro-relay");
-         at != std::string::npos; at = conf.find("/etc/exim4/havenoro-relay")) {
-      conf.replace(at, 25, out_.string());
-    }
-    // A fixed name spares every Exim process a DNS lookup of this host.
     write_text(tmp_.path() / "exim.conf",
-               "primary_hostname = mail.havenoro.test\n" + conf);
+               testing::example_exim_config(kSource, out_));
     fs::create_directories(panel_ / "data/users");
     config_.panel_root = panel_;
     config_.output_dir = out_;

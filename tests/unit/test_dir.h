@@ -37,4 +37,18 @@ inline void write_text(const std::filesystem::path& p, const std::string& t) {
   std::ofstream(p) << t;
 }
 
+/// The example Exim main configuration of `source` with its output
+/// directory at `out`, for a test's Exim. A fixed host name spares every
+/// Exim process a DNS lookup of this host.
+inline std::string example_exim_config(const std::filesystem::path& source,
+                                       const std::filesystem::path& out) {
+  std::string conf = read_text(source / "exim-templates/exim4.conf.example");
+  const std::string from = "/etc/exim4/havenoro-relay";
+  for (size_t at = conf.find(from); at != std::string::npos;
+       at = conf.find(from, at)) {
+    conf.replace(at, from.size(), out.string());
+  }
+  return "primary_hostname = mail.havenoro.test\n" + conf;
+}
+
 }  // namespace havenoro::testing

@@ -50,6 +50,18 @@ struct ApplyReport {
   }
 };
 
+/// The domain a relative output path belongs to ("domains/d/...",
+/// "suspended/d", "dkim/d/..."); "" for the server-wide relay and the
+/// generation files.
+std::string domain_of_path(const std::string& path);
+
+/// What Exim finds for one domain in the live files now: "relay" (with
+/// the credential file's host:port), "suspended" or "default".
+struct LiveRoute {
+  std::string route;
+  std::string relay;
+};
+
 /// Turns a relay model into the live Exim files: renders the snippets and
 /// credential files, checks the candidate with the real Exim, writes what
 /// differs from what is live, switches generations in one rename and
@@ -83,6 +95,11 @@ class Applier {
 
   /// Lets the next apply render the snippets again after a rollback.
   void release_pin();
+
+  /// The route a domain has in the live files, whatever the model says
+  /// now (what a rejected save leaves in force). Reads only the route
+  /// line, never the credentials; symlinks are refused as anywhere.
+  LiveRoute live_route(const std::string& name) const;
 
   /// The generations kept on disk, oldest first, and the live one.
   std::vector<unsigned long> kept_generations() const;

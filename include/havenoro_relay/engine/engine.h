@@ -131,6 +131,7 @@ class Engine {
                    Reread& into);
   bool locate_domain(const std::string& name, Reread& into);
   ApplyOutcome rescan(ResyncOptions options);
+  Reread scan_changes();
   void rescan_changed(int users_fd, const std::string& user, Reread& into);
   bool same_as_read(const std::string& user, const std::string& stem,
                     const util::FileStamp& stamp,
