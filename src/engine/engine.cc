@@ -634,16 +634,17 @@ json errors_json(const ErrorMap& errors) {
   return list;
 }
 
-std::pair<json, size_t> warnings_json(const model::RelayModel& model) {
+// The first few warnings; the count comes from the model, so the cost
+// does not grow with the number of domains.
+json warnings_json(const model::RelayModel& model) {
   json list = json::array();
-  size_t total = 0;
   for (const auto& [name, warnings] : model.warnings) {
     for (const auto& w : warnings) {
-      if (list.size() < kStatusListLimit) list.push_back(w.text());
-      ++total;
+      if (list.size() == kStatusListLimit) return list;
+      list.push_back(w.text());
     }
   }
-  return {list, total};
+  return list;
 }
 
 }  // namespace
@@ -680,7 +681,6 @@ std::shared_ptr<const json> Engine::status_snapshot() const {
 
 // The caller holds mutex_, shared or exclusive.
 void Engine::refresh_status_cache() const {
-  auto [warnings, warning_total] = warnings_json(model_);
   auto s = std::make_shared<json>(json{
       {"version", HAVENORO_VERSION},
       {"started", iso_time(started_)},
@@ -696,8 +696,8 @@ void Engine::refresh_status_cache() const {
       {"exim", last_exim_},
       {"errors", errors_json(errors_)},
       {"errors_total", errors_.size()},
-      {"warnings", std::move(warnings)},
-      {"warnings_total", warning_total}});
+      {"warnings", warnings_json(model_)},
+      {"warnings_total", model_.warning_count()}});
   std::lock_guard lock(status_mutex_);
   status_cache_ = std::move(s);
   status_of_ = shown_apply();

@@ -96,6 +96,23 @@ std::vector<Problem> RelayModel::all_warnings() const {
   return all;
 }
 
+namespace {
+
+// Drops the warnings noted for `name`, keeping the count right.
+void forget_warnings(RelayModel& model, const std::string& name) {
+  if (auto it = model.warnings.find(name); it != model.warnings.end()) {
+    model.warning_total -= it->second.size();
+    model.warnings.erase(it);
+  }
+}
+
+void note_warning(RelayModel& model, const std::string& name, Problem p) {
+  model.warnings[name].push_back(std::move(p));
+  ++model.warning_total;
+}
+
+}  // namespace
+
 void evaluate_domain(RelayModel& model, const std::string& name,
                      const DomainFiles* files, const UserIndex& users) {
   if (auto it = model.domains.find(name); it != model.domains.end()) {
@@ -103,7 +120,7 @@ void evaluate_domain(RelayModel& model, const std::string& name,
     model.domains.erase(it);
   }
   model.rejected.erase(name);
-  model.warnings.erase(name);
+  forget_warnings(model, name);
   if (!files || files->empty()) return;
 
   if (files->size() > 1) {
@@ -127,7 +144,7 @@ void evaluate_domain(RelayModel& model, const std::string& name,
     return;
   }
   for (const auto& w : entry.settings.warnings) {
-    model.warnings[name].push_back(warning(name, entry.user, w));
+    note_warning(model, name, warning(name, entry.user, w));
   }
   bool user_suspended = users.at(entry.user).settings.value->suspended;
   auto& route = model.domains[name] =
@@ -140,7 +157,7 @@ void evaluate_server(
     const panel::Parsed<std::optional<panel::RelaySettings>>& server) {
   model.server_relay.reset();
   model.server_problem.reset();
-  model.warnings.erase("");
+  forget_warnings(model, "");
   if (server.error) {
     model.server_problem =
         Problem{"", "", server.error->field, server.error->message};
@@ -148,7 +165,7 @@ void evaluate_server(
   }
   if (server.value) model.server_relay = *server.value;
   for (const auto& w : server.warnings) {
-    model.warnings[""].push_back(warning("", "", w));
+    note_warning(model, "", warning("", "", w));
   }
 }
 

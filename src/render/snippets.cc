@@ -1,5 +1,6 @@
 #include "havenoro_relay/render/snippets.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 
 #include <fstream>
@@ -50,6 +51,35 @@ SnippetSet render_snippets(const fs::path& templates_dir,
         render_file(templates_dir / (std::string(name) + ".mustache"), values);
   }
   return set;
+}
+
+namespace {
+
+std::vector<std::optional<util::FileStamp>> template_stamps(
+    const fs::path& templates_dir) {
+  std::vector<std::optional<util::FileStamp>> stamps;
+  for (const char* name : kSnippetNames) {
+    auto file = templates_dir / (std::string(name) + ".mustache");
+    stamps.push_back(util::stamp_at(AT_FDCWD, file.c_str()));
+  }
+  return stamps;
+}
+
+}  // namespace
+
+const SnippetSet& SnippetCache::get(const fs::path& templates_dir,
+                                    const SnippetParams& params) {
+  // Stamped before reading: a template written while it is read is seen
+  // as changed at the next call.
+  auto stamps = template_stamps(templates_dir);
+  if (set_ && dir_ == templates_dir && params_ == params && stamps == stamps_)
+    return *set_;
+  set_.reset();
+  set_ = render_snippets(templates_dir, params);
+  dir_ = templates_dir;
+  params_ = params;
+  stamps_ = std::move(stamps);
+  return *set_;
 }
 
 std::string render_generation_conf(const fs::path& templates_dir,

@@ -101,5 +101,32 @@ TEST(RelayModel, BadServerRelayIsReported) {
   EXPECT_EQ(m.problems()[0].text().rfind("server-wide relay", 0), 0u);
 }
 
+// Verifies that the warning count follows re-evaluations: status reads
+// it instead of walking every domain's warnings.
+TEST(RelayModel, WarningCountFollowsReevaluation) {
+  const std::string port25 =
+      R"(,"smtp_relay":{"enabled":true,"host":"smtp.example.net",)"
+      R"("port":25,"username":"^u","password":"p"})";
+  auto s = snapshot();
+  s.domains.push_back(domain("alice", "warned.example", port25));
+  auto m = build_relay_model(s);
+  EXPECT_EQ(m.warning_count(), 2u);  // port 25, and '^' in the username
+  EXPECT_EQ(m.warning_count(), m.all_warnings().size());
+
+  UserIndex users;
+  for (const auto& u : s.users) users.emplace(u.user, u);
+  DomainFiles files{{"alice", domain("alice", "warned.example", kRelay)}};
+  evaluate_domain(m, "warned.example", &files, users);
+  EXPECT_EQ(m.warning_count(), 0u);
+
+  files = {{"alice", domain("alice", "warned.example", port25)}};
+  evaluate_domain(m, "warned.example", &files, users);
+  evaluate_domain(m, "warned.example", &files, users);
+  EXPECT_EQ(m.warning_count(), 2u);
+  evaluate_domain(m, "warned.example", nullptr, users);
+  EXPECT_EQ(m.warning_count(), 0u);
+  EXPECT_TRUE(m.all_warnings().empty());
+}
+
 }  // namespace
 }  // namespace havenoro::model

@@ -59,6 +59,36 @@ TEST(Snippets, F12_SelfActionFollowsAllowPrivateRelays) {
   EXPECT_NE(loose["routers.conf"].find("self = send"), std::string::npos);
 }
 
+// Verifies that the cache renders again when a template is rewritten or
+// the parameters change, and otherwise gives the same snippets.
+TEST(Snippets, CacheFollowsTemplatesAndParameters) {
+  testing::TestDir tmp;
+  fs::path dir = tmp.path() / "templates";
+  fs::copy(kTemplates, dir, fs::copy_options::recursive);
+  render::SnippetCache cache;
+  auto p = default_params();
+  const auto* first = &cache.get(dir, p);
+  EXPECT_EQ(*first, render::render_snippets(kTemplates, p));
+  EXPECT_EQ(&cache.get(dir, p), first);
+
+  // Rewritten under the same size: the stamp's inode and times differ.
+  std::string text = read_text(dir / "routers.conf.mustache");
+  text.replace(text.find("havenoro_relay"), 14, "havenoro_RELAY");
+  fs::remove(dir / "routers.conf.mustache");
+  write_text(dir / "routers.conf.mustache", text);
+  EXPECT_NE(cache.get(dir, p).at("routers.conf").find("havenoro_RELAY"),
+            std::string::npos);
+
+  p.allow_private_relays = true;
+  EXPECT_NE(cache.get(dir, p).at("routers.conf").find("self = send"),
+            std::string::npos);
+
+  // A template that stops parsing is an error every time, not an old text.
+  write_text(dir / "transports.conf.mustache", "{{#open");
+  EXPECT_THROW(cache.get(dir, p), render::RenderError);
+  EXPECT_THROW(cache.get(dir, p), render::RenderError);
+}
+
 // An Exim main configuration and one rendered generation, in a temporary
 // directory, as an apply would check them.
 class CandidateTest : public ::testing::Test {

@@ -8,6 +8,7 @@
 #include "havenoro_relay/apply/live_files.h"
 #include "havenoro_relay/config/daemon_config.h"
 #include "havenoro_relay/model/relay_model.h"
+#include "havenoro_relay/render/snippets.h"
 
 namespace havenoro::apply {
 
@@ -107,12 +108,15 @@ class Applier {
  private:
   ApplyReport run(const model::RelayModel& model, const ApplyScope& scope,
                   bool dry_run);
+  OutputDir output_dir() const;
   void sweep(OutputDir& out);
   bool untouched(const OutputDir& out);
   void note_in_sync(const OutputDir& out, const ApplyScope& scope,
                     const ApplyReport& report);
 
   config::DaemonConfig config_;
+  std::optional<gid_t> exim_gid_;  ///< of config_.exim_group, when known
+  render::SnippetCache snippet_cache_;
   LiveFiles live_files_;  ///< what the last applies wrote or verified
   bool swept_ = false;    ///< leftovers of an earlier process looked for
   /// The output directory holds what the model wanted at the end of the

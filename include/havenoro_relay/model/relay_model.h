@@ -68,8 +68,13 @@ struct RelayModel {
     return route_counts[static_cast<size_t>(route)];
   }
 
+  /// How many warnings `warnings` holds in all; constant time too.
+  size_t warning_count() const { return warning_total; }
+
   /// Kept by evaluate_domain() alongside `domains`.
   std::array<size_t, 3> route_counts{};
+  /// Kept by evaluate_domain() and evaluate_server() alongside `warnings`.
+  size_t warning_total = 0;
 };
 
 /// The domain files found for one domain name, by user.

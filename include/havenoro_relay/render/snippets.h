@@ -3,8 +3,12 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "havenoro_relay/util/file_stamp.h"
 
 namespace havenoro::render {
 
@@ -15,6 +19,8 @@ struct SnippetParams {
   bool allow_private_relays = false;
   std::chrono::seconds connect_timeout{15};
   std::chrono::seconds command_timeout{30};
+
+  bool operator==(const SnippetParams&) const = default;
 };
 
 /// The snippets of one generation: file name -> text. generation.conf is
@@ -35,6 +41,24 @@ class RenderError : public std::runtime_error {
 /// Throws RenderError.
 SnippetSet render_snippets(const std::filesystem::path& templates_dir,
                            const SnippetParams& params);
+
+/// The snippets of the last render, kept while their templates and
+/// parameters stay the same: a save changes lookup files only, and parsing
+/// the templates again for each one would be most of its own cost.
+class SnippetCache {
+ public:
+  /// What render_snippets(templates_dir, params) returns now. A template
+  /// file that changed (by its stamp) is rendered again. Throws
+  /// RenderError, and keeps nothing then.
+  const SnippetSet& get(const std::filesystem::path& templates_dir,
+                        const SnippetParams& params);
+
+ private:
+  std::filesystem::path dir_;
+  SnippetParams params_;
+  std::vector<std::optional<util::FileStamp>> stamps_;
+  std::optional<SnippetSet> set_;
+};
 
 /// Renders generation.conf for the generation kept in `generation_dir`,
 /// whose lookup files are below `output_dir`. Throws RenderError.
