@@ -10,6 +10,7 @@
 
 #include "havenoro_relay/ctl/control_client.h"
 #include "havenoro_relay/ctl/views.h"
+#include "havenoro_relay/daemon/relay_test.h"
 
 namespace {
 
@@ -19,6 +20,7 @@ using View = std::function<std::string(const json& arguments)>;
 
 constexpr int kUnreachable = 2;
 constexpr int kUsage = 64;
+constexpr double kTestMarginS = 5;
 
 struct Options {
   std::string socket = "/run/havenoro-relayd/control.sock";
@@ -92,7 +94,9 @@ struct TestArgs {
 
 void add_test_command(CLI::App& app, const Options& o, int& status) {
   auto* test = app.add_subcommand(
-      "test", "probe a domain's relay (the panel's Test button)");
+      "test",
+      "probe a domain's relay (the panel's Test button); --timeout S "
+      "bounds the whole test (1-120 s)");
   auto t = std::make_shared<TestArgs>();
   auto* name = test->add_option("domain", t->domain, "the domain");
   test->add_flag("--server,--default", t->server, "the server-wide relay")
@@ -102,13 +106,22 @@ void add_test_command(CLI::App& app, const Options& o, int& status) {
   test->callback([&o, &status, t] {
     json args = json::object();
     if (!t->domain.empty()) args["domain"] = t->domain;
+    if (t->server) args["server"] = true;
     if (!t->to.empty()) args["to"] = t->to;
     if (t->domain.empty() && !t->server) {
       std::cerr << "give a domain, or --server\n";
       status = kUsage;
       return;
     }
-    status = call(o, 60, "relay-test", args, ctl::relay_test_view);
+    // The daemon bounds the test itself: by its configuration, or by the
+    // --timeout given. Waiting a little longer than that bound lets its
+    // verdict ("timed out" included) be what the panel shows.
+    Options wait = o;
+    if (o.timeout_s) args["timeout_s"] = *o.timeout_s;
+    wait.timeout_s =
+        o.timeout_s.value_or(daemon::kMaxRelayTestTimeout.count()) +
+        kTestMarginS;
+    status = call(wait, 0, "relay-test", args, ctl::relay_test_view);
   });
 }
 
@@ -189,7 +202,8 @@ int main(int argc, char** argv) {
   app.add_option("--socket", o.socket, "the daemon's control socket");
   app.add_option("--timeout", o.timeout_s,
                  "seconds to wait for the reply (default 10; 120 for "
-                 "reconcile --wait)")
+                 "reconcile --wait); for test, the bound of the whole "
+                 "test (1-120), waited for a few seconds longer")
       ->check(CLI::PositiveNumber);
   app.add_flag("--json", o.json, "print the whole reply as JSON");
   app.set_version_flag("--version", HAVENORO_VERSION);

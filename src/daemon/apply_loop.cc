@@ -201,6 +201,10 @@ std::shared_ptr<engine::Engine> ApplyLoop::current() const {
   return engine_;
 }
 
+config::DaemonConfig ApplyLoop::config() const {
+  return current()->config();
+}
+
 nlohmann::json ApplyLoop::status() const {
   return current()->status();
 }

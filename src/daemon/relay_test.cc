@@ -1,11 +1,18 @@
 #include "havenoro_relay/daemon/relay_test.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <stdexcept>
+#include <system_error>
 #include <thread>
 #include <variant>
 
+#include "havenoro_relay/daemon/log_event.h"
+#include "havenoro_relay/panel/domain_settings.h"
 #include "havenoro_relay/panel/panel_reader.h"
 #include "havenoro_relay/probe/relay_probe.h"
 #include "havenoro_relay/probe/test_message.h"
@@ -14,21 +21,102 @@ namespace havenoro::daemon {
 namespace {
 
 using nlohmann::json;
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
 
 // Each test holds a thread and a connection for up to its time bound.
 constexpr int kMaxRunning = 4;
 std::atomic<int> running{0};
 
-// What one test needs, read on the applying thread.
-struct TestJob {
-  std::string domain;  ///< empty for the server-wide relay
-  std::string to;
-  panel::RelaySettings relay;
-  probe::ProbeOptions probe;
-  probe::TestMessageOptions message;
+// Gives the slot of a running test back however the test ends.
+struct RunningSlot {
+  RunningSlot() = default;
+  RunningSlot(const RunningSlot&) = delete;
+  RunningSlot& operator=(const RunningSlot&) = delete;
+  ~RunningSlot() { running.fetch_sub(1); }
 };
 
+// Arguments that cannot be used: the reply is kBadRequest.
+class BadRequest : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// What one request asks for.
+struct TestRequest {
+  std::string domain;  ///< empty for the server-wide relay
+  std::string to;
+  std::optional<milliseconds> timeout;
+};
+
+// A member that is absent or null reads as not given.
+const json* given(const json& args, const char* key) {
+  auto it = args.find(key);
+  return it == args.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::string domain_of(const json& args) {
+  const json* v = given(args, "domain");
+  if (!v) return "";
+  if (!v->is_string()) throw BadRequest("\"domain\" must be a string");
+  auto name = v->get<std::string>();
+  if (!panel::is_domain_name(name)) {
+    throw BadRequest(
+        fmt::format("'{}' is not a domain name (lowercase, xn-- form)",
+                    name.substr(0, 255)));
+  }
+  return name;
+}
+
+bool server_of(const json& args) {
+  const json* v = given(args, "server");
+  if (!v) return false;
+  if (!v->is_boolean()) throw BadRequest("\"server\" must be true or false");
+  return v->get<bool>();
+}
+
+std::string to_of(const json& args) {
+  const json* v = given(args, "to");
+  if (!v) return "";
+  if (!v->is_string() || !probe::is_plain_address(v->get<std::string>())) {
+    throw BadRequest("\"to\" must be one plain address, user@domain");
+  }
+  return v->get<std::string>();
+}
+
+std::optional<milliseconds> timeout_of(const json& args) {
+  const json* v = given(args, "timeout_s");
+  if (!v) return std::nullopt;
+  double s = v->is_number() ? v->get<double>() : NAN;
+  if (!(s >= 1 && s <= kMaxRelayTestTimeout.count())) {
+    throw BadRequest(fmt::format("\"timeout_s\" must be 1-{} seconds",
+                                 kMaxRelayTestTimeout.count()));
+  }
+  return milliseconds(std::lround(s * 1000));
+}
+
+// Throws BadRequest. An empty domain would be ambiguous in a request
+// (a client that forgot it), so the server-wide relay is asked for by name.
+TestRequest parse_request(const json& args) {
+  if (!args.is_object()) throw BadRequest("arguments must be an object");
+  TestRequest r{domain_of(args), to_of(args), timeout_of(args)};
+  bool server = server_of(args);
+  if (!r.domain.empty() && server) {
+    throw BadRequest("give \"domain\" or \"server\": true, not both");
+  }
+  if (r.domain.empty() && !server) {
+    throw BadRequest(
+        "relay-test needs \"domain\", or \"server\": true for the "
+        "server-wide relay");
+  }
+  return r;
+}
+
 // The relay as the panel stored it now, or why there is none to test.
+// Read from the panel's files on the test's own thread, not from the
+// engine: the engine holds what it last read, which may be older than the
+// admin's save, and asking the applying thread would wait behind a
+// running apply.
 std::variant<panel::RelaySettings, std::string> stored_relay(
     const config::DaemonConfig& c, const std::string& domain) {
   panel::RelayRules rules{c.allow_private_relays};
@@ -50,9 +138,10 @@ std::variant<panel::RelaySettings, std::string> stored_relay(
   return *s.value->relay;
 }
 
-Reply verdict(const TestJob& job, const probe::ProbeResult& p,
+Reply verdict(const TestRequest& request, const probe::ProbeResult& p,
               const std::optional<probe::TestMessageResult>& m) {
-  json args = {{"domain", job.domain},
+  json args = {{"domain", request.domain},
+               {"server", request.domain.empty()},
                {"probe", p.to_json()},
                {"message", m ? m->to_json() : json(nullptr)}};
   if (!p.works) return {Result::kError, p.verdict, std::move(args)};
@@ -64,24 +153,81 @@ Reply verdict(const TestJob& job, const probe::ProbeResult& p,
   return {delivered ? Result::kSuccess : Result::kError, text, std::move(args)};
 }
 
-void run_job(TestJob job, Responder respond) {
-  auto result = probe::probe_relay(job.relay, job.probe);
-  std::optional<probe::TestMessageResult> message;
-  if (result.works && !job.to.empty()) {
-    message = probe::send_test_message(
-        job.domain.empty() ? "localhost" : job.domain, job.to, job.message);
+probe::TestMessageResult send_message(const TestRequest& request,
+                                      const config::DaemonConfig& c,
+                                      milliseconds timeout) {
+  probe::TestMessageOptions o{c.exim_binary, c.exim_config, c.exim_main_log,
+                              timeout};
+  return probe::send_test_message(
+      request.domain.empty() ? "localhost" : request.domain, request.to, o);
+}
+
+Reply run_test(const TestRequest& request, const config::DaemonConfig& c) {
+  auto start = SteadyClock::now();
+  auto relay = stored_relay(c, request.domain);
+  if (auto* why = std::get_if<std::string>(&relay)) {
+    return make_reply(Result::kError, *why);
   }
-  respond(verdict(job, result, message));
+  auto bounds = relay_test_bounds(c, request.timeout, !request.to.empty());
+  probe::ProbeOptions options;
+  options.ca_certificates = c.tls_ca_certificates;
+  options.step_timeout = bounds.step;
+  options.total_timeout = bounds.probe;
+  auto result =
+      probe::probe_relay(std::get<panel::RelaySettings>(relay), options);
+
+  std::optional<probe::TestMessageResult> message;
+  if (result.works && !request.to.empty()) {
+    auto spent =
+        std::chrono::duration_cast<milliseconds>(SteadyClock::now() - start);
+    auto left = std::max(bounds.whole - spent, milliseconds(0));
+    message = send_message(request, c, std::min(bounds.message, left));
+  }
+  return verdict(request, result, message);
+}
+
+// The body of a test's thread. Nothing may leave a detached thread: what
+// was not foreseen is logged and still answered.
+void run_detached(TestRequest request, config::DaemonConfig config,
+                  Responder respond) {
+  RunningSlot slot;
+  try {
+    respond(run_test(request, config));
+  } catch (const std::exception& e) {
+    spdlog::error(LogEvent("daemon.task_failed")
+                      .add("error", std::string("relay-test: ") + e.what())
+                      .str());
+    respond(make_reply(Result::kError,
+                       std::string("relay test failed: ") + e.what()));
+  }
 }
 
 }  // namespace
 
+RelayTestBounds relay_test_bounds(const config::DaemonConfig& c,
+                                  std::optional<milliseconds> requested,
+                                  bool with_message) {
+  RelayTestBounds b;
+  if (requested) {
+    b.whole = *requested;
+    b.probe = with_message ? *requested / 2 : *requested;
+    b.message = with_message ? *requested : milliseconds(0);
+  } else {
+    b.probe = c.probe_timeout;
+    b.message =
+        with_message ? milliseconds(c.test_message_timeout) : milliseconds(0);
+    b.whole = b.probe + b.message;
+  }
+  b.step = std::min(milliseconds(c.probe_step_timeout), b.probe);
+  return b;
+}
+
 void relay_test(ApplyLoop& loop, const json& args, Responder respond) {
-  std::string domain = args.value("domain", "");
-  std::string to = args.value("to", "");
-  if (!to.empty() && !probe::is_plain_address(to)) {
-    respond(make_reply(Result::kBadRequest,
-                       "\"to\" must be one plain address, user@domain"));
+  TestRequest request;
+  try {
+    request = parse_request(args);
+  } catch (const BadRequest& e) {
+    respond(make_reply(Result::kBadRequest, e.what()));
     return;
   }
   if (running.fetch_add(1) >= kMaxRunning) {
@@ -91,23 +237,16 @@ void relay_test(ApplyLoop& loop, const json& args, Responder respond) {
                        "try again in a few seconds"));
     return;
   }
-  loop.run([domain, to, respond](engine::Engine& engine) {
-    const auto& c = engine.config();
-    auto relay = stored_relay(c, domain);
-    if (auto* why = std::get_if<std::string>(&relay)) {
-      running.fetch_sub(1);
-      respond(make_reply(Result::kError, *why));
-      return;
-    }
-    TestJob job{domain, to, std::get<panel::RelaySettings>(relay), {}, {}};
-    job.probe.ca_certificates = c.tls_ca_certificates;
-    job.message = {c.exim_binary, c.exim_config, c.exim_main_log,
-                   std::chrono::milliseconds(15000)};
-    std::thread([job = std::move(job), respond]() mutable {
-      run_job(std::move(job), respond);
-      running.fetch_sub(1);
-    }).detach();
-  });
+  try {
+    // A copy of the configuration in force: taking it never waits for the
+    // applying thread, and the test needs nothing else of the engine.
+    std::thread(run_detached, std::move(request), loop.config(), respond)
+        .detach();
+  } catch (const std::system_error& e) {
+    running.fetch_sub(1);
+    respond(make_reply(Result::kError,
+                       std::string("cannot start a relay test: ") + e.what()));
+  }
 }
 
 }  // namespace havenoro::daemon

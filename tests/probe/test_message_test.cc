@@ -10,22 +10,32 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "havenoro_relay/engine/engine.h"
 #include "relay_process.h"
+#include "silent_listener.h"
 #include "test_certs.h"
 
 namespace havenoro::probe {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace std::chrono_literals;
 using testing::free_port;
 using testing::RelayOptions;
 using testing::RelayProcess;
+using testing::SilentListener;
 using testing::test_certs;
 
 const fs::path kSource = HAVENORO_SOURCE_DIR;
+// The domains' password, its base64, and base64 of "\0u\0" + password
+// (what AUTH PLAIN sends).
+const std::string kPassword = "test-pass";
+const std::string kPasswordBase64 = "dGVzdC1wYXNz";
+const std::string kPlainBase64 = "AHUAdGVzdC1wYXNz";
 
 std::string read_text(const fs::path& p) {
   std::ifstream in(p);
@@ -86,13 +96,13 @@ class TestMessageTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
 
-  void domain(const std::string& name, int port) {
+  void domain(const std::string& name, int port,
+              const std::string& host = "localhost") {
     write_text(dir_ / "panel/data/users/alice/mail" / (name + ".json"),
                R"({"domain":")" + name +
-                   R"(","smtp_relay":{"enabled":true,"host":"localhost",)"
-                   R"("port":)" +
-                   std::to_string(port) +
-                   R"(,"username":"u","password":"test-pass"}})");
+                   R"(","smtp_relay":{"enabled":true,"host":")" + host +
+                   R"(","port":)" + std::to_string(port) +
+                   R"(,"username":"u","password":")" + kPassword + "\"}}");
   }
 
   void apply() {
@@ -114,6 +124,26 @@ class TestMessageTest : public ::testing::Test {
             std::chrono::milliseconds(15000)};
   }
 
+  // What the panel would show of a result, searched for every form of
+  // the password.
+  static void expect_no_secret(const TestMessageResult& r) {
+    std::string all = r.to_json().dump();
+    for (const auto& secret : {kPassword, kPasswordBase64, kPlainBase64}) {
+      EXPECT_EQ(all.find(secret), std::string::npos) << secret << " in " << all;
+    }
+  }
+
+  // Waits (bounded) for Exim's main log to hold `text`.
+  bool log_shows(const std::string& text, std::chrono::milliseconds within) {
+    auto deadline = std::chrono::steady_clock::now() + within;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (read_text(dir_ / "log/mainlog").find(text) != std::string::npos)
+        return true;
+      std::this_thread::sleep_for(100ms);
+    }
+    return false;
+  }
+
   fs::path dir_;
   std::unique_ptr<RelayProcess> relay_;
 };
@@ -128,6 +158,7 @@ TEST_F(TestMessageTest, TestMessageIsDeliveredThroughTheDomainsRelay) {
   EXPECT_NE(r.response.find("250"), std::string::npos) << r.response;
   EXPECT_FALSE(r.message_id.empty());
   EXPECT_FALSE(relay_->auth_events().empty());
+  expect_no_secret(r);
 }
 
 // Verifies that a relay where nothing listens is reported deferred with
@@ -137,6 +168,31 @@ TEST_F(TestMessageTest, DeadRelayIsReportedDeferred) {
   EXPECT_EQ(r.outcome, "deferred");
   EXPECT_NE(r.response.find("refused"), std::string::npos) << r.response;
   EXPECT_LT(r.took.count(), 15000);
+  expect_no_secret(r);
+}
+
+// Verifies "still queued": a relay that accepts the connection and never
+// answers holds the message past the bound, which the result reports as
+// soon as the bound passes, with the message's id. The message really
+// stayed queued: once the relay goes away, Exim defers it.
+TEST_F(TestMessageTest, StalledRelayLeavesTheMessageStillQueued) {
+  auto stalled = std::make_unique<SilentListener>();
+  domain("stalled.example", stalled->port(), "127.0.0.1");
+  apply();
+  auto o = options();
+  o.timeout = 2000ms;
+
+  auto r = send_test_message("stalled.example", "someone@example.net", o);
+  EXPECT_EQ(r.outcome, "still queued") << r.response;
+  ASSERT_FALSE(r.message_id.empty());
+  EXPECT_GE(r.took.count(), 2000);
+  EXPECT_LT(r.took.count(), 3500);
+  expect_no_secret(r);
+
+  // Closing the listener resets the connection Exim still waits on.
+  stalled.reset();
+  EXPECT_TRUE(log_shows(r.message_id + " == someone@example.net", 20s))
+      << read_text(dir_ / "log/mainlog");
 }
 
 // Verifies the check on the recipient, which goes into an SMTP command.

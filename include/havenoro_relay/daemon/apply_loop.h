@@ -107,6 +107,9 @@ class ApplyLoop {
   /// Runs `task` on the applying thread, between applies.
   void run(EngineTask task);
 
+  /// The configuration of the engine in use, copied; any thread. Never
+  /// waits for an apply: the engine's configuration does not change.
+  config::DaemonConfig config() const;
   /// The engine's status document; any thread.
   nlohmann::json status() const;
   /// The engine's status document as last built, shared; any thread.
