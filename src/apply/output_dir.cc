@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <grp.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +22,27 @@ using util::UniqueFd;
 
 constexpr mode_t kDirMode = 0750;
 constexpr size_t kMaxCachedDirs = 64;
+
+// A path as a log field: bare when it can be, quoted when it must be, as
+// the daemon's LogEvent writes it (this library does not link the daemon).
+std::string log_text(const std::string& value) {
+  bool bare =
+      !value.empty() &&
+      std::none_of(value.begin(), value.end(), [](unsigned char c) {
+        return c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f;
+      });
+  if (bare) return value;
+  std::string out = "\"";
+  for (unsigned char c : value) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c < ' ' || c == 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
 
 void write_all(int fd, const std::string& data, const std::string& path) {
   size_t done = 0;
@@ -66,17 +88,35 @@ gid_t group_id(const std::string& name) {
 
 OutputDir::OutputDir(fs::path root, gid_t group)
     : root_(std::move(root)), group_(group) {
-  if (::mkdir(root_.c_str(), kDirMode) == 0) {
-    if (::chown(root_.c_str(), 0, group_) != 0 ||
-        ::chmod(root_.c_str(), kDirMode) != 0) {
-      throw errno_error("chown", root_.string());
-    }
-  } else if (errno != EEXIST) {
-    throw errno_error("mkdir", root_.string());
-  }
+  bool created = ::mkdir(root_.c_str(), kDirMode) == 0;
+  if (!created && errno != EEXIST) throw errno_error("mkdir", root_.string());
   root_fd_ = std::make_shared<UniqueFd>(
       ::open(root_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!root_fd_->valid()) throw errno_error("open", root_.string());
+  own_root(created);
+}
+
+// Exim's delivery user reaches every credential file through the root, so
+// a root made by hand or by another tool (root:root, or 0700) makes every
+// relayed message defer. Owner and mode are set through the open handle:
+// what is changed is the directory that was opened without following a
+// symlink, whatever the path names by now.
+void OutputDir::own_root(bool created) {
+  int fd = root_fd_->get();
+  struct stat st;
+  if (::fstat(fd, &st) != 0) throw errno_error("stat", root_.string());
+  mode_t mode = st.st_mode & 07777;
+  if (st.st_uid == 0 && st.st_gid == group_ && mode == kDirMode) return;
+  if (::fchown(fd, 0, group_) != 0) throw errno_error("chown", root_.string());
+  // The mode last: the chown may clear set-id bits, and it makes root the
+  // owner, who may then set the mode without CAP_FOWNER.
+  if (::fchmod(fd, kDirMode) != 0) throw errno_error("chmod", root_.string());
+  if (created) return;  // the umask took bits off a directory made just now
+  // Set right from now on, so this is logged once, not at every apply.
+  spdlog::warn(
+      "output_dir.repaired path={} uid={} gid={} mode={:04o} "
+      "new_gid={} new_mode={:04o}",
+      log_text(root_.string()), st.st_uid, st.st_gid, mode, group_, kDirMode);
 }
 
 OutputDir::Dir OutputDir::dir_fd(const fs::path& rel, bool create) const {

@@ -219,20 +219,86 @@ std::string domain_list_view(const json& domains) {
   return table.str();
 }
 
+namespace {
+
+std::string tls_phrase(const json& side) {
+  std::string tls = text(side, "tls");
+  std::string phrase = tls == "implicit"   ? "TLS from the first byte"
+                       : tls == "starttls" ? "STARTTLS"
+                                           : "plain text";
+  if (tls != "none" && !side.value("verify_certificate", true))
+    phrase += ", certificate not verified";
+  return phrase;
+}
+
+// One side of a route change: "relay smtp.example.net:587 (user 'a')",
+// "default" or "suspended"; the TLS only when the sides differ in it.
+std::string side_text(const json& side, bool with_tls) {
+  std::string route = text(side, "route");
+  if (route != "relay") return route;
+  std::vector<std::string> details;
+  std::string user = text(side, "username", "");
+  if (!user.empty()) details.push_back("user '" + user + "'");
+  if (with_tls && side.contains("tls")) details.push_back(tls_phrase(side));
+  std::string out = "relay " + text(side, "relay");
+  if (details.empty()) return out;
+  return out + " (" + joined(json(details)) + ")";
+}
+
+// "~ shop.example  relay a:587 (user 'x') -> relay b:465 (user 'y');
+// password changed", "+" for a relay or suspension added, "-" for one
+// removed.
+std::string change_line(const json& c) {
+  const json& live = member(c, "live");
+  const json& after = member(c, "after");
+  bool tls_differs = text(live, "tls", "") != text(after, "tls", "") ||
+                     live.value("verify_certificate", true) !=
+                         after.value("verify_certificate", true);
+  std::string from = side_text(live, tls_differs);
+  std::string to = side_text(after, tls_differs);
+  std::string name = text(c, "domain", "");
+  if (name.empty()) name = "(server-wide relay)";
+  std::vector<std::string> notes;
+  if (c.value("password_changed", false)) notes.push_back("password changed");
+  if (c.value("dkim_changed", false)) notes.push_back("DKIM files change");
+  if (from == to && notes.empty())
+    notes.push_back("live files differ from the settings");
+  // "default" for a domain, "none" for the server-wide relay: no files.
+  auto bare = [](const std::string& s) {
+    return s == "default" || s == "none";
+  };
+  std::string line;
+  if (bare(from) && !bare(to)) {
+    line = fmt::format("+ {}  {}", name, to);
+  } else {
+    char sign = bare(to) && !bare(from) ? '-' : '~';
+    line = fmt::format("{} {}  {} -> {}", sign, name, from, to);
+  }
+  for (size_t i = 0; i < notes.size(); ++i)
+    line += (i ? ", " : "; ") + notes[i];
+  return line + "\n";
+}
+
+}  // namespace
+
 std::string plan_view(const json& plan) {
   const json& written = member(plan, "would_write");
   const json& removed = member(plan, "would_remove");
-  std::string out = fmt::format("Exim check {}; {}\n", text(plan, "check"),
-                                plan.value("new_generation", false)
-                                    ? "a new generation, Exim would be reloaded"
-                                    : "no new generation, no Exim reload");
+  std::string out = fmt::format(
+      "Exim check {}; {}\n", text(plan, "check"),
+      plan.value("new_generation", false)
+          ? "the snippets change: a new generation, Exim would be reloaded"
+          : "the snippets stay, no Exim reload");
   if (written.empty() && removed.empty()) {
     out += "No file would change.\n";
   } else {
-    out += fmt::format("--- live\n+++ after the apply\n");
+    for (const auto& c : member(plan, "changes")) out += change_line(c);
+    out += "Files:\n--- live\n+++ after the apply\n";
     for (const auto& p : written) out += "+ " + p.get<std::string>() + "\n";
     for (const auto& p : removed) out += "- " + p.get<std::string>() + "\n";
   }
+  for (const auto& h : member(plan, "held_back"))
+    out += "held back: " + h.get<std::string>() + "\n";
   for (const auto& p : member(plan, "problems"))
     out += "rejected: " + p.get<std::string>() + "\n";
   for (const auto& e : member(plan, "errors"))

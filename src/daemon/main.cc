@@ -59,6 +59,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", HAVENORO_VERSION);
   CLI11_PARSE(app, argc, argv);
 
+  // Before --once too: the library's rare log lines (a repaired output
+  // directory) go to stderr like the daemon's, never into the summary.
+  daemon::setup_logging(level);
   config::DaemonConfig config;
   try {
     config = config::load_daemon_config(config_file);
@@ -67,6 +70,5 @@ int main(int argc, char** argv) {
     std::cerr << "havenoro-relayd: " << e.what() << "\n";
     return 1;
   }
-  daemon::setup_logging(level);
   return run_daemon(config_file, config);
 }

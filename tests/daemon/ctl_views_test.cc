@@ -220,32 +220,122 @@ TEST(Views, DomainShowsWhatStaysLive) {
       << t;
 }
 
-// Verifies the plan as a diff of the output directory.
+json side(const std::string& relay, const std::string& user,
+          const std::string& tls = "starttls", bool verify = true) {
+  return {{"route", "relay"},
+          {"relay", relay},
+          {"username", user},
+          {"tls", tls},
+          {"verify_certificate", verify}};
+}
+
+json change(const std::string& domain, json live, json after,
+            bool password = false, bool dkim = false) {
+  return {{"domain", domain},
+          {"live", std::move(live)},
+          {"after", std::move(after)},
+          {"password_changed", password},
+          {"dkim_changed", dkim}};
+}
+
+// Verifies the plan as a diff a person reads: per domain the live route
+// and the new one, a password only as "password changed", then the files.
 TEST(Views, PlanIsADiff) {
-  json plan = {{"would_write", {"domains/new.example/smtp_relay.conf"}},
+  json plan = {{"would_write",
+                {"domains/new.example/smtp_relay.conf",
+                 "domains/shop.example/smtp_relay.conf"}},
                {"would_remove", {"domains/gone.example"}},
+               {"changes",
+                {change("gone.example", side("smtp.gone.net:587", "g"),
+                        {{"route", "default"}}),
+                 change("new.example", {{"route", "default"}},
+                        side("smtp.new.net:587", "n")),
+                 change("shop.example", side("smtp.old.net:587", "a"),
+                        side("smtp.new.net:465", "b", "implicit"), true)}},
                {"new_generation", false},
                {"check", "passed"},
                {"errors", json::array()},
                {"problems", {"domain 'b.example' (user bob): port: 0"}}};
   EXPECT_EQ(plan_view(plan),
-            "Exim check passed; no new generation, no Exim reload\n"
+            "Exim check passed; the snippets stay, no Exim reload\n"
+            "- gone.example  relay smtp.gone.net:587 (user 'g', STARTTLS) "
+            "-> default\n"
+            "+ new.example  relay smtp.new.net:587 (user 'n', STARTTLS)\n"
+            "~ shop.example  relay smtp.old.net:587 (user 'a', STARTTLS) -> "
+            "relay smtp.new.net:465 (user 'b', TLS from the first byte); "
+            "password changed\n"
+            "Files:\n"
             "--- live\n"
             "+++ after the apply\n"
             "+ domains/new.example/smtp_relay.conf\n"
+            "+ domains/shop.example/smtp_relay.conf\n"
             "- domains/gone.example\n"
             "rejected: domain 'b.example' (user bob): port: 0\n");
+}
+
+// Verifies that what stays the same on both sides is left out, that a
+// change with nothing visible still says why the domain is listed, and
+// the server-wide relay, a suspension, DKIM and a reload.
+TEST(Views, PlanShowsOnlyWhatDiffers) {
+  json plan = {
+      {"would_write",
+       {"default/smtp_relay.conf", "domains/a.example/smtp_relay.conf",
+        "suspended/s.example", "dkim/k.example/dkim.conf"}},
+      {"would_remove", json::array()},
+      {"changes",
+       {change("", {{"route", "none"}}, side("smtp.all.net:587", "srv")),
+        change("a.example", side("h:587", "u"), side("h:587", "u"), true),
+        change("k.example", side("h:587", "u"), side("h:587", "u"), false,
+               true),
+        change("s.example", {{"route", "relay"}, {"relay", "h:587"}},
+               {{"route", "suspended"}}),
+        change("t.example", side("h:587", "u", "starttls"),
+               side("h:587", "u", "starttls", false)),
+        change("x.example", side("h:587", "u"), side("h:587", "u"))}},
+      {"held_back", {"removal of 40 of 50 relay domains"}},
+      {"new_generation", true},
+      {"check", "passed"}};
+  std::string t = plan_view(plan);
+  EXPECT_EQ(t.substr(0, t.find("Files:")),
+            "Exim check passed; the snippets change: a new generation, Exim "
+            "would be reloaded\n"
+            "+ (server-wide relay)  relay smtp.all.net:587 (user 'srv', "
+            "STARTTLS)\n"
+            "~ a.example  relay h:587 (user 'u') -> relay h:587 (user 'u'); "
+            "password changed\n"
+            "~ k.example  relay h:587 (user 'u') -> relay h:587 (user 'u'); "
+            "DKIM files change\n"
+            "~ s.example  relay h:587 -> suspended\n"
+            "~ t.example  relay h:587 (user 'u', STARTTLS) -> relay h:587 "
+            "(user 'u', STARTTLS, certificate not verified)\n"
+            "~ x.example  relay h:587 (user 'u') -> relay h:587 (user 'u'); "
+            "live files differ from the settings\n");
+  EXPECT_NE(t.find("held back: removal of 40 of 50 relay domains\n"),
+            std::string::npos)
+      << t;
 }
 
 // Verifies the plan when nothing would change.
 TEST(Views, PlanWithNothingToDo) {
   json plan = {{"would_write", json::array()},
                {"would_remove", json::array()},
+               {"changes", json::array()},
                {"new_generation", false},
                {"check", "passed"}};
   EXPECT_EQ(plan_view(plan),
-            "Exim check passed; no new generation, no Exim reload\n"
+            "Exim check passed; the snippets stay, no Exim reload\n"
             "No file would change.\n");
+}
+
+// Verifies that a daemon without "changes" in its reply (an older one)
+// still gets its file list shown.
+TEST(Views, PlanWithoutChangesShowsFiles) {
+  json plan = {{"would_write", {"domains/a.example/smtp_relay.conf"}},
+               {"would_remove", json::array()},
+               {"new_generation", false},
+               {"check", "passed"}};
+  EXPECT_NE(plan_view(plan).find("+ domains/a.example/smtp_relay.conf\n"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -426,18 +426,34 @@ class ControlSocketTest(DaemonTest):
         self.assertTrue(status["exim"]["reloaded"], status["exim"])
 
     def test_no_password_in_any_reply(self):
-        """verifies no reply carries the password, plain or base64."""
+        """verifies no reply carries the password, plain or base64; the
+        Test button's included, from a relay that takes the password."""
         encoded = base64.b64encode(self.password.encode()).decode()
+        relay = h.Relay(self.work, "no-password", ca=self.ca,
+                        check_accounts=True)
+        self.addCleanup(relay.stop)
+        relay.add_account("someone", self.password)
+        self.panel.write_domain("alice", "probed.example", {
+            "smtp_relay": h.relay_settings(relay, username="someone",
+                                           password=self.password)})
+        self.addCleanup(self.panel.remove_domain, "alice", "probed.example")
         lines = [self.raw("status-get"), self.raw("domain-list"),
                  self.raw("domain-get", domain="secret.example"),
                  self.raw("config-test"),
                  self.raw("reconcile", domain="secret.example", wait=True),
-                 self.raw("reconcile", wait=True)]
+                 self.raw("reconcile", wait=True),
+                 self.raw("relay-test", domain="secret.example"),
+                 self.raw("relay-test", domain="probed.example")]
         for line in lines:
             self.assertNotIn(self.password, line)
             self.assertNotIn(encoded, line)
         domain = json.loads(lines[2])["arguments"]
         self.assertEqual(domain["relay"]["username"], "someone")
+        probed = json.loads(lines[-1])
+        self.assertEqual(probed["result"], 0, probed)
+        self.assertIn("C: AUTH PLAIN <redacted>",
+                      probed["arguments"]["probe"]["transcript"])
+        self.assertEqual(len(relay.auth_attempts()), 1)
         self.assertNotIn(self.password, self.daemon.log_text())
 
     def test_sighup_rereads_the_configuration(self):
@@ -704,19 +720,93 @@ class RelayctlTest(DaemonTest):
         self.assertTrue(any(line.startswith("table.example ")
                             for line in lines))
 
+    def hold_open(self, domain, port, **relay):
+        """Writes a domain file in place and keeps it open.
+
+        The daemon acts on a file when its writer closes it (IN_CLOSE_WRITE)
+        or renames it into place, so until the returned descriptor is
+        closed only a plan, which reads the panel itself, sees the change.
+        """
+        data = {"domain": domain, "suspended": False,
+                "smtp_relay": h.relay_settings(host="localhost", port=port,
+                                               **relay)}
+        path = self.panel.domain_file("alice", domain)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, json.dumps(data).encode())
+        return fd
+
     def test_plan_shows_what_would_change(self):
-        """verifies plan prints a diff and applies nothing."""
+        """verifies plan shows per domain the live route and the new one,
+        a new password only as "password changed", and applies nothing."""
+        self.save("gone.example", 2912)
+        self.wait_route("gone.example", 2912)
+        self.daemon.wait_idle()
+        applies = self.daemon.applies()
+        table = self.credential("table.example")
+        fds = [self.hold_open("table.example", 2911, username="apikey2",
+                              password="Ctl-Plan-Secret-66"),
+               self.hold_open("planned.example", 2913),
+               self.hold_open("gone.example", 2912, enabled=False)]
+        try:
+            cp = self.ctl("plan")
+            js = self.ctl("--json", "plan")
+            self.assertEqual(self.credential("table.example"), table)
+            self.assertIsNone(self.credential("planned.example"))
+            self.assertEqual(self.daemon.applies(), applies)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        lines = cp.stdout.splitlines()
+        self.assertIn("~ table.example  relay localhost:2901 (user 'apikey') "
+                      "-> relay localhost:2911 (user 'apikey2'); password "
+                      "changed", lines, cp.stdout)
+        self.assertTrue(any(line.startswith(
+            "+ planned.example  relay localhost:2913") for line in lines),
+            cp.stdout)
+        self.assertTrue(any(line.startswith(
+            "- gone.example  relay localhost:2912") and
+            line.endswith("-> default") for line in lines), cp.stdout)
+        self.assertIn("+ domains/planned.example/smtp_relay.conf", lines)
+        self.assertIn("- domains/gone.example", lines)
+        changes = {c["domain"]: c for c in
+                   json.loads(js.stdout)["arguments"]["changes"]}
+        self.assertEqual(set(changes), {"table.example", "planned.example",
+                                        "gone.example"})
+        self.assertTrue(changes["table.example"]["password_changed"])
+        self.assertEqual(changes["table.example"]["live"]["username"],
+                         "apikey")
+        self.assertEqual(changes["gone.example"]["after"],
+                         {"route": "default"})
+        for out in (cp.stdout, js.stdout):
+            for secret in ("Ctl-Plan-Secret-66", "Ctl-Secret-55"):
+                self.assertNotIn(secret, out)
+                self.assertNotIn(h.b64(secret), out)
+
+        # Closed, the files are settings: the daemon applies them.
+        self.wait_route("table.example", 2911)
+        self.wait_route("planned.example", 2913)
+        self.wait_no_relay("gone.example")
+        self.save("table.example", 2901, username="apikey",
+                  password="Ctl-Secret-55")
+        self.panel.remove_domain("alice", "planned.example")
+        self.panel.remove_domain("alice", "gone.example")
+        self.wait_route("table.example", 2901)
+        self.wait_no_relay("planned.example")
+        self.daemon.wait_idle()
+        cp = self.ctl("plan")
+        self.assertIn("No file would change", cp.stdout)
+
+        # A live file removed behind the daemon's back shows as added.
         live = self.output_dir / "domains" / "table.example" / \
             "smtp_relay.conf"
-        self.daemon.wait_idle()
         live.unlink()
         cp = self.ctl("plan")
-        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertIn("+ table.example  relay localhost:2901", cp.stdout)
         self.assertIn("+ domains/table.example/smtp_relay.conf", cp.stdout)
         self.assertFalse(live.exists())
         self.ctl("reconcile", "--domain", "table.example", "--wait")
         self.assertTrue(live.exists())
-        self.assertIn("No file would change", self.ctl("plan").stdout)
 
     def test_version(self):
         """verifies version names the daemon's version."""
@@ -777,12 +867,97 @@ class RelayTestCommandTest(DaemonTest):
         cls.panel.write_domain("alice", "nothing.example", {
             "smtp_relay": h.relay_settings(host="localhost",
                                            port=h.free_port())})
+        # Passes the probe (which sends no message), then refuses the
+        # message for now. It is also the server-wide relay.
+        cls.deferring = h.Relay(cls.work, "relay-defers", ca=cls.ca,
+                                check_accounts=True,
+                                mail_reply="451 4.3.0 Try again later")
+        cls.addClassCleanup(cls.deferring.stop)
+        cls.deferring.add_account("tester", cls.PASSWORD)
+        cls.panel.write_domain("alice", "defers.example", {
+            "smtp_relay": h.relay_settings(
+                cls.deferring, username="tester", password=cls.PASSWORD)})
+        cls.panel.write_server_relay(h.relay_settings(
+            cls.deferring, username="tester", password=cls.PASSWORD))
+        cls.stalling = cls.StallingRelay()
+        cls.addClassCleanup(cls.stalling.stop)
+        cls.panel.write_domain("alice", "stalls.example", {
+            "smtp_relay": h.relay_settings(
+                host="127.0.0.1", port=cls.stalling.port, security="none")})
+
+    class StallingRelay:
+        """A relay that answers the probe (banner, EHLO, QUIT; no TLS, no
+        AUTH) and never answers MAIL FROM, as a relay that hangs mid-
+        dialogue: a message Exim hands it stays queued."""
+
+        def __init__(self):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("127.0.0.1", 0))
+            self.sock.listen(16)
+            self.sock.settimeout(0.2)
+            self.port = self.sock.getsockname()[1]
+            self.mail_seen = threading.Event()
+            self.connections = []
+            self._stop = threading.Event()
+            threading.Thread(target=self._accept, daemon=True).start()
+
+        def _accept(self):
+            while not self._stop.is_set():
+                try:
+                    conn, _ = self.sock.accept()
+                except (socket.timeout, OSError):
+                    continue
+                self.connections.append(conn)
+                threading.Thread(target=self._serve, args=(conn,),
+                                 daemon=True).start()
+
+        def _serve(self, conn):
+            try:
+                conn.sendall(b"220 stalls.test ESMTP\r\n")
+                for line in conn.makefile("rb"):
+                    verb = line[:4].upper()
+                    if verb in (b"EHLO", b"HELO"):
+                        conn.sendall(b"250 stalls.test\r\n")
+                    elif verb == b"QUIT":
+                        conn.sendall(b"221 bye\r\n")
+                        break
+                    elif verb == b"MAIL":
+                        self.mail_seen.set()  # and never an answer
+                    else:
+                        conn.sendall(b"250 OK\r\n")
+            except OSError:
+                pass
+            conn.close()
+
+        def drop_connections(self):
+            """Ends every connection, so whoever waits on one gives up."""
+            for conn in self.connections:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        def stop(self):
+            self._stop.set()
+            self.drop_connections()
+            self.sock.close()
 
     def assertNoSecret(self, cp):
         for text in (cp.stdout, cp.stderr):
             self.assertNotIn(self.PASSWORD, text)
             self.assertNotIn(
                 base64.b64encode(self.PASSWORD.encode()).decode(), text)
+
+    def remove_from_queue(self, message_id, relay=None):
+        """Takes a test message out of Exim's queue once no delivery
+        holds it (a stalled one ends when the relay drops it)."""
+        if relay is not None:
+            relay.drop_connections()
+        h.wait_until(lambda: [line for line in self.exim.log_lines()
+                              if f"{message_id} ==" in line], WAIT,
+                     f"Exim to defer {message_id}")
+        self.exim.exim("-Mrm", message_id)
 
     def test_working_relay_says_works_with_every_step(self):
         """verifies exit 0, the verdict and the steps, as a table and as
@@ -813,11 +988,13 @@ class RelayTestCommandTest(DaemonTest):
         cp = self.daemon.ctl("test", "nothing.example")
         self.assertEqual(cp.returncode, 1)
         self.assertIn("nothing listening", cp.stderr)
+        self.assertNoSecret(cp)
 
     def test_unknown_domain_is_refused(self):
         cp = self.daemon.ctl("test", "unknown.example")
         self.assertEqual(cp.returncode, 1)
         self.assertIn("not in the panel", cp.stderr)
+        self.assertNoSecret(cp)
 
     def test_to_sends_a_real_message_through_exim(self):
         """verifies --to: the message takes the live route to the relay and
@@ -835,6 +1012,135 @@ class RelayTestCommandTest(DaemonTest):
     def test_bad_to_address_is_refused(self):
         cp = self.daemon.ctl("test", "button.example", "--to", "a b@c")
         self.assertEqual(cp.returncode, 1)
+        self.assertNoSecret(cp)
+
+    def test_server_wide_relay_is_tested_with_server(self):
+        """verifies test --server and its alias --default: the stored
+        server-wide relay (not a domain's) is probed, through AUTH."""
+        for flag in ("--server", "--default"):
+            with self.subTest(flag=flag):
+                cp = self.daemon.ctl("--json", "test", flag)
+                self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+                args = json.loads(cp.stdout)["arguments"]
+                self.assertTrue(args["server"], args)
+                self.assertEqual(args["probe"]["relay"],
+                                 f"localhost:{self.deferring.port}")
+                self.assertEqual(args["probe"]["failed_step"], None)
+                self.assertIn("C: AUTH PLAIN <redacted>",
+                              args["probe"]["transcript"])
+                self.assertNoSecret(cp)
+
+    def test_server_argument_is_required_for_the_server_wide_relay(self):
+        """verifies relay-test's arguments: neither domain nor server,
+        both, wrong types and timeout_s out of range are bad requests
+        that name what is wrong."""
+        for args, words in (
+                ({}, ("domain", "server")),
+                ({"server": False}, ("domain", "server")),
+                ({"domain": "button.example", "server": True},
+                 ("not both",)),
+                ({"server": "yes"}, ("server",)),
+                ({"domain": "button.example", "timeout_s": 0},
+                 ("timeout_s", "1-120")),
+                ({"domain": "button.example", "timeout_s": 121},
+                 ("timeout_s",)),
+                ({"server": True, "timeout_s": "5"}, ("timeout_s",))):
+            with self.subTest(args=args):
+                reply = self.daemon.request("relay-test", **args)
+                self.assertEqual(reply["result"], 4, reply)
+                for word in words:
+                    self.assertIn(word, reply["text"])
+        reply = self.daemon.request("relay-test", server=True, timeout_s=3)
+        self.assertEqual(reply["result"], 0, reply)
+        self.assertNotIn(self.PASSWORD, json.dumps(reply))
+
+    def test_to_deferred_is_reported_through_the_cli(self):
+        """verifies --to when the relay refuses the message for now:
+        exit 1, the message deferred with the relay's answer, its Exim id,
+        and the live route it took."""
+        self.daemon.wait_idle()
+        cp = self.daemon.ctl("--json", "test", "defers.example", "--to",
+                             "someone@example.net")
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        doc = json.loads(cp.stdout)
+        message = doc["arguments"]["message"]
+        self.assertTrue(message["message_id"], message)
+        self.addCleanup(self.remove_from_queue, message["message_id"])
+        self.assertTrue(doc["arguments"]["probe"]["works"], doc)
+        self.assertEqual(message["outcome"], "deferred", message)
+        self.assertEqual(message["router"], "havenoro_relay", message)
+        self.assertIn("451 4.3.0 Try again later", message["response"])
+        self.assertIn("deferred", doc["text"])
+        self.assertIn("451", doc["text"])
+        self.assertNoSecret(cp)
+
+    def test_to_still_queued_when_the_relay_stalls(self):
+        """verifies --to with --timeout: a relay that takes the message's
+        connection and never answers MAIL FROM keeps it queued; the reply
+        says "still queued" with its Exim id once the bound passes."""
+        self.daemon.wait_idle()
+        started = time.monotonic()
+        cp = self.daemon.ctl("--json", "test", "stalls.example", "--to",
+                             "someone@example.net", "--timeout", "4")
+        took = time.monotonic() - started
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        doc = json.loads(cp.stdout)
+        message = doc["arguments"]["message"]
+        self.assertTrue(message["message_id"], message)
+        self.addCleanup(self.remove_from_queue, message["message_id"],
+                        self.stalling)
+        self.assertTrue(doc["arguments"]["probe"]["works"], doc)
+        self.assertEqual(message["outcome"], "still queued", message)
+        self.assertIn("still queued", doc["text"])
+        self.assertTrue(self.stalling.mail_seen.is_set(),
+                        "Exim never reached MAIL FROM")
+        # The bound holds: the probe took little, the message the rest.
+        self.assertGreaterEqual(message["took_ms"], 3000)
+        self.assertLess(took, 4 + 2)
+        self.assertNoSecret(cp)
+
+    def test_relay_test_does_not_wait_for_a_slow_apply(self):
+        """verifies the bound end to end: while an apply sits in a slow
+        Exim reload (a reload command that sleeps), relay-test answers
+        within its bound and before the reload is over."""
+        began_mark = self.work / "slow-reload.began"
+        ended_mark = self.work / "slow-reload.ended"
+        script = self.work / "slow-reload.sh"
+        script.write_text("#!/bin/sh\n"
+                          f"touch '{began_mark}'\n"
+                          "sleep 6\n"
+                          f"kill -HUP \"$(cat '{self.exim.pid_file}')\"\n"
+                          f"touch '{ended_mark}'\n")
+        script.chmod(0o755)
+        self.daemon.wait_idle()
+        applies = self.daemon.applies()
+        self.addCleanup(self.put_back_configuration, applies)
+        # A setting rendered into transports.conf: a new generation, so
+        # the apply after SIGHUP reloads Exim.
+        self.daemon.write_config({**self.daemon.config,
+                                  "connect_timeout_s": 11,
+                                  "exim_reload_command": [str(script)]})
+        self.daemon.signal(signal.SIGHUP)
+        h.wait_until(began_mark.exists, WAIT, "the slow reload to begin")
+        started = time.monotonic()
+        cp = self.daemon.ctl("--json", "test", "button.example",
+                             "--timeout", "5")
+        took = time.monotonic() - started
+        self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
+        self.assertFalse(ended_mark.exists(),
+                         f"the answer came after the reload ({took:.1f} s)")
+        self.assertLess(took, 5)
+        self.assertNoSecret(cp)
+
+    def put_back_configuration(self, applies):
+        """Waits for the slow apply, then applies the class's own
+        configuration again."""
+        h.wait_until(lambda: self.daemon.applies() > applies, WAIT,
+                     "the apply with the slow reload to end")
+        self.daemon.write_config(self.daemon.config)
+        self.daemon.signal(signal.SIGHUP)
+        h.wait_until(lambda: self.daemon.applies() > applies + 1, WAIT,
+                     "the apply with the class's configuration")
 
 
 class RollbackTest(DaemonTest):
@@ -859,6 +1165,40 @@ class RollbackTest(DaemonTest):
         cp = self.daemon.ctl("rollback", "999")
         self.assertEqual(cp.returncode, 1)
         self.assertIn("not kept", cp.stderr)
+
+
+class PeriodicResyncTest(DaemonTest):
+    """The interval resync, the safety net for what inotify never reports."""
+
+    relayd_overrides = {"resync_interval_s": 2}
+
+    def test_interval_resync_applies_what_no_event_reported(self):
+        """verifies a change no inotify event reports goes live with the
+        next interval resync, as a full apply."""
+        self.save("missed.example", 2921)
+        self.wait_route("missed.example", 2921)
+        self.daemon.wait_idle()
+        mark = len(self.daemon.log_text().splitlines())
+        data = {"domain": "missed.example", "suspended": False,
+                "smtp_relay": h.relay_settings(host="localhost", port=2922)}
+        # Written in place and held open: the watcher acts on a file once
+        # its writer closes it (IN_CLOSE_WRITE), so no event reports this.
+        path = self.panel.domain_file("alice", "missed.example")
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, json.dumps(data).encode())
+            self.wait_route("missed.example", 2922)
+            log = self.daemon.log_text().splitlines()[mark:]
+        finally:
+            os.close(fd)
+        self.assertTrue(any("resync.start reason=interval" in line
+                            for line in log), "\n".join(log))
+        applied = [line for line in log if " apply.done " in f"{line} "]
+        self.assertTrue(applied, "\n".join(log))
+        # full=no would mean an event reported it after all, and this test
+        # no longer shows the resync.
+        self.assertTrue(all("full=yes" in line for line in applied),
+                        "\n".join(applied))
 
 
 if __name__ == "__main__":

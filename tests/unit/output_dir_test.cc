@@ -2,9 +2,17 @@
 
 #include "havenoro_relay/apply/output_dir.h"
 
+#include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <pwd.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <sstream>
 
 #include "havenoro_relay/apply/live_files.h"
 #include "test_dir.h"
@@ -79,8 +87,109 @@ TEST_F(OutputDirTest, PlantedFileSymlinkIsReplacedNotFollowed) {
 // Verifies that the root itself may not be a symlink.
 TEST_F(OutputDirTest, RootSymlinkIsRefused) {
   fs::create_directories(tmp_.path() / "real");
+  fs::permissions(tmp_.path() / "real", fs::perms(0700));
   fs::create_directory_symlink(tmp_.path() / "real", root_);
   EXPECT_THROW(OutputDir(root_, group_), std::system_error);
+  // Nothing is repaired through the link either.
+  struct stat st;
+  ASSERT_EQ(::stat((tmp_.path() / "real").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  EXPECT_EQ(st.st_gid, 0u);
+}
+
+// True when Exim's delivery user (Debian-exim) can open `path` for
+// reading: a child process takes that user's ids and tries.
+bool exim_user_can_read(const fs::path& path) {
+  struct passwd* pw = ::getpwnam("Debian-exim");
+  if (!pw) return false;
+  uid_t uid = pw->pw_uid;
+  gid_t gid = pw->pw_gid;
+  pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 ||
+        ::setuid(uid) != 0) {
+      ::_exit(2);
+    }
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    ::_exit(fd >= 0 ? 0 : 1);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// Log lines written while it lives, instead of the default logger's.
+class CapturedLog {
+ public:
+  CapturedLog()
+      : saved_(spdlog::default_logger()),
+        sink_(std::make_shared<spdlog::sinks::ostream_sink_mt>(lines_)) {
+    spdlog::set_default_logger(
+        std::make_shared<spdlog::logger>("captured", sink_));
+    spdlog::default_logger()->set_pattern("%l %v");
+  }
+  ~CapturedLog() { spdlog::set_default_logger(saved_); }
+  std::string text() const { return lines_.str(); }
+
+ private:
+  std::ostringstream lines_;
+  std::shared_ptr<spdlog::logger> saved_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+};
+
+size_t count_of(const std::string& text, const std::string& word) {
+  size_t n = 0;
+  for (size_t at = text.find(word); at != std::string::npos;
+       at = text.find(word, at + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+// Verifies that an output directory made by someone else as root:root
+// 0700 (what `mkdir -m 0700` or a unit's pre-step leaves) is set to
+// root:Debian-exim 0750, so that Exim's delivery user reads the credential
+// files again, and that the repair is logged once, not at every use.
+TEST_F(OutputDirTest, ExistingRootWithWrongOwnerIsRepaired) {
+  ASSERT_EQ(::mkdir(root_.c_str(), 0700), 0);
+  ASSERT_EQ(::chown(root_.c_str(), 0, 0), 0);
+  testing::write_text(root_ / "probe", "x\n");
+  ::chown((root_ / "probe").c_str(), 0, group_);
+  ::chmod((root_ / "probe").c_str(), 0640);
+  ASSERT_FALSE(exim_user_can_read(root_ / "probe"));
+
+  CapturedLog log;
+  OutputDir out(root_, group_);
+  struct stat st;
+  ASSERT_EQ(::stat(root_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, group_);
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  out.commit({out.stage("domains/a.example/smtp_relay.conf", "x: 1\n", 0640)});
+  EXPECT_TRUE(exim_user_can_read(root_ / "domains/a.example/smtp_relay.conf"));
+
+  OutputDir again(root_, group_);
+  std::string lines = log.text();
+  EXPECT_EQ(count_of(lines, "output_dir.repaired"), 1u) << lines;
+  EXPECT_NE(lines.find("warning output_dir.repaired path=" + root_.string() +
+                       " uid=0 gid=0 mode=0700 new_gid=" +
+                       std::to_string(group_) + " new_mode=0750"),
+            std::string::npos)
+      << lines;
+}
+
+// Verifies that a directory the daemon creates itself gets 0750 whatever
+// the umask, and that creating it is not reported as a repair.
+TEST_F(OutputDirTest, CreatedRootIsSetWhateverTheUmask) {
+  CapturedLog log;
+  mode_t saved = ::umask(077);
+  OutputDir out(root_, group_);
+  ::umask(saved);
+  struct stat st;
+  ASSERT_EQ(::stat(root_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, group_);
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  EXPECT_EQ(log.text(), "");
 }
 
 // Verifies the link switch and removal of whole directories.

@@ -29,8 +29,10 @@ struct StagedFile {
 /// the old file: Exim sees the old file or the new one, never a part.
 class OutputDir {
  public:
-  /// Opens (and creates, 0750) the directory. `group` owns every file so
-  /// that Exim's delivery user can read them. Throws std::system_error.
+  /// Opens (and creates) the directory. `group` owns every file so that
+  /// Exim's delivery user can read them; the directory itself is made
+  /// root:`group` 0750 if it is not (logged as `output_dir.repaired` when
+  /// it already existed). Throws std::system_error, also for a symlink.
   OutputDir(std::filesystem::path root, gid_t group);
 
   const std::filesystem::path& root() const { return root_; }
@@ -131,6 +133,8 @@ class OutputDir {
   // The directory `rel` below the root, opened one component at a time
   // with O_NOFOLLOW (missing ones created when `create` is set).
   Dir dir_fd(const std::filesystem::path& rel, bool create) const;
+  // Sets the root's owner and mode through its handle when they are wrong.
+  void own_root(bool created);
   // Forgets cached descriptors of `rel` and below, after it moved or went.
   void forget(const std::filesystem::path& rel) const;
   std::string temp_name(const std::string& base);

@@ -14,8 +14,10 @@ std::string domain_view(const nlohmann::json& domain);
 /// Every domain (domain-list), one line each.
 std::string domain_list_view(const nlohmann::json& domains);
 
-/// What an apply would change (config-test), as a diff of the output
-/// directory: `+` written, `-` removed, then what would be rejected.
+/// What an apply would change (config-test), as a diff a person reads:
+/// per domain the live route and the new one (`+` added, `-` removed,
+/// `~` changed; a new password only as "password changed"), then the
+/// files written (`+`) and removed (`-`), then what would be rejected.
 std::string plan_view(const nlohmann::json& plan);
 
 /// A relay as one phrase: "smtp.example.net:587, STARTTLS required,
