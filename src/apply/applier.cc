@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <functional>
 #include <future>
 #include <map>
@@ -39,10 +40,6 @@ namespace fs = std::filesystem;
 
 constexpr mode_t kFileMode = 0640;
 constexpr const char* kDefaultFile = "default/smtp_relay.conf";
-
-// Below this many live relay domains, losing most of them at once is
-// ordinary; above it, it more likely means the panel tree is missing.
-constexpr size_t kMassRemovalFloor = 10;
 
 std::string domain_dir(const std::string& name) {
   return "domains/" + name;
@@ -278,9 +275,14 @@ void write_generation(OutputDir& out, const config::DaemonConfig& c,
                 kFileMode));
   out.commit(staged);
   out.rename(temp, dir);
+  // The rename must be on disk before `current` names the generation: a
+  // crash in between must not leave a link to a directory that is gone.
+  out.make_durable({"generations"});
 }
 
-constexpr const char* kCheckDir = ".check";
+// Named apart from the scratch names OutputDir::remove_leftovers takes
+// (".check" among them, what earlier versions used): the tree is kept.
+constexpr const char* kCheckDir = ".candidate";
 
 std::string in_check(const std::string& path) {
   return std::string(kCheckDir) + "/" + path;
@@ -325,8 +327,7 @@ Staged staged_of(const OutputDir& out, const Changes& changes) {
 // in place (a planted symlink) is reported on its own; the other
 // domains' files still go live.
 void promote(OutputDir& out, const Changes& changes, const Staged& staged,
-             std::future<void>& durable, LiveFiles& seen,
-             std::vector<std::string>& errors) {
+             std::future<void>& durable, LiveFiles& seen, ApplyReport& report) {
   durable.get();
   const auto& new_dirs = staged.new_dirs;
   std::set<std::string> parents;
@@ -347,33 +348,48 @@ void promote(OutputDir& out, const Changes& changes, const Staged& staged,
         seen.wrote(out, path, text);
       }
     } catch (const std::system_error& e) {
-      errors.push_back(fmt::format("{} not written: {}", path, e.what()));
+      report.path_failed(path,
+                         fmt::format("{} not written: {}", path, e.what()));
     }
   }
   out.make_durable({parents.begin(), parents.end()});
 }
 
+// Removes what the model no longer wants, then syncs the directories that
+// lost an entry: a removal that a crash undid would bring back a relay
+// the panel no longer has, until the next resync.
 void remove_data(OutputDir& out, const std::vector<std::string>& paths,
-                 LiveFiles& seen, std::vector<std::string>& errors) try {
-  for (const auto& path : paths) {
-    for (const auto& file : {path, path + "/smtp_relay.conf",
-                             path + "/dkim.conf", path + "/private.pem"}) {
-      seen.forget(file);
+                 LiveFiles& seen, std::vector<std::string>& errors) {
+  std::set<std::string> parents;
+  try {
+    for (const auto& path : paths) {
+      for (const auto& file : {path, path + "/smtp_relay.conf",
+                               path + "/dkim.conf", path + "/private.pem"}) {
+        seen.forget(file);
+      }
+      parents.insert(parent_of(path));
+      if (!in_domain_dir(path + "/")) {
+        out.remove_all(path);
+        continue;
+      }
+      // Out of dsearch's sight in one rename, then gone.
+      fs::path p = path;
+      std::string old =
+          (p.parent_path() / (".old-" + p.filename().string())).string();
+      out.remove_all(old);
+      out.rename(path, old);
+      out.remove_all(old);
     }
-    if (!in_domain_dir(path + "/")) {
-      out.remove_all(path);
-      continue;
-    }
-    // Out of dsearch's sight in one rename, then gone.
-    fs::path p = path;
-    std::string old =
-        (p.parent_path() / (".old-" + p.filename().string())).string();
-    out.remove_all(old);
-    out.rename(path, old);
-    out.remove_all(old);
+  } catch (const std::system_error& e) {
+    errors.push_back(fmt::format("removal stopped: {}", e.what()));
   }
-} catch (const std::system_error& e) {
-  errors.push_back(fmt::format("removal stopped: {}", e.what()));
+  parents.erase("");  // "" would sync the whole file system
+  if (parents.empty()) return;
+  try {
+    out.make_durable({parents.begin(), parents.end()});
+  } catch (const std::system_error& e) {
+    errors.push_back(fmt::format("removal not synced: {}", e.what()));
+  }
 }
 
 // At most this many -bt probes per apply, one Exim process each (about
@@ -440,8 +456,7 @@ void clear_check(OutputDir& out) {
 // files, and copies of the live files the probes of the changed domains
 // also read (the server-wide relay, their markers, their unchanged files).
 void stage_candidate(OutputDir& out, Changes& changes,
-                     const std::set<std::string>& names,
-                     std::vector<std::string>& errors) {
+                     const std::set<std::string>& names, ApplyReport& report) {
   clear_check(out);
   ensure_lookup_dirs(out, kCheckDir);
   std::set<std::string> touched(changes.removals.begin(),
@@ -454,10 +469,12 @@ void stage_candidate(OutputDir& out, Changes& changes,
       out.write_new(in_check(w.path), *text, kFileMode);
     } else {
       w.skipped = true;
-      errors.push_back(fmt::format(
-          "{} not written: the panel's key changed while it was applied; "
-          "the next apply takes the new one",
-          w.path));
+      report.path_failed(
+          w.path,
+          fmt::format(
+              "{} not written: the panel's key changed while it was applied; "
+              "the next apply takes the new one",
+              w.path));
     }
   }
   std::vector<std::string> copies = {kDefaultFile};
@@ -625,12 +642,15 @@ EximDaemon exim_daemon(const config::DaemonConfig& c) {
       c.exim_probe_address,
       std::chrono::duration_cast<std::chrono::milliseconds>(c.reload_timeout),
       c.exim_reload_command,
-      c.exim_restart_command};
+      c.exim_restart_command,
+      c.exim_binary,
+      c.exim_config};
 }
 
 // Makes `target` live and reloads Exim. If Exim does not come back, the
-// previous generation goes live again and Exim is restarted on it: a
-// server is never left without its mail system for a snippet change.
+// previous generation goes live again and Exim is restarted on it (with
+// the default restart when none is configured): a server is never left
+// without its mail system for a snippet change.
 void go_live(OutputDir& out, const config::DaemonConfig& c,
              unsigned long target, unsigned long previous,
              ApplyReport& report) {
@@ -640,6 +660,7 @@ void go_live(OutputDir& out, const config::DaemonConfig& c,
   auto reload = reload_exim(daemon);
   report.reloaded = reload.signalled && reload.ok;
   report.exim_state = reload.message;
+  if (reload.log_unread) report.exim_log_unread = c.exim_main_log.string();
   if (reload.ok) return;
 
   report.errors.push_back("exim did not come back after the reload: " +
@@ -649,6 +670,7 @@ void go_live(OutputDir& out, const config::DaemonConfig& c,
     report.generation = previous;
   }
   auto restart = restart_exim(daemon);
+  if (restart.log_unread) report.exim_log_unread = c.exim_main_log.string();
   if (restart.ok) {
     report.exim_state = fmt::format("{}; back on generation {}",
                                     restart.message, report.generation);
@@ -668,29 +690,134 @@ std::optional<unsigned long> pinned_generation(const OutputDir& out) {
   return g;
 }
 
+// Keeps `keep` generations: the live one, the one a rollback pinned
+// (however old), and the newest others; removes the oldest of the rest.
+// Not synced: a removed generation that a crash brings back is only kept
+// a little longer.
 void prune(OutputDir& out, unsigned long live, int keep) {
   auto gens = generations(out);
-  int excess = static_cast<int>(gens.size()) - keep;
-  for (int i = 0; i < excess; ++i) {
-    if (gens[i] != live) out.remove_all(gen_dir(gens[i]));
+  auto pinned = pinned_generation(out);
+  size_t left = gens.size();
+  for (auto g : gens) {
+    if (left <= static_cast<size_t>(keep)) break;
+    if (g == live || g == pinned) continue;
+    out.remove_all(gen_dir(g));
+    --left;
   }
 }
 
-// Holds back the removals when most relay domains would vanish at once,
-// which a panel tree that was not mounted looks like.
-void guard_mass_removal(const OutputDir& out, const Listing& listing,
-                        const ApplyScope& scope, Changes& changes,
-                        ApplyReport& report) {
-  if (!scope.everything || scope.confirm_removals) return;
-  if (changes.relay_removals * 2 < kMassRemovalFloor) return;
-  size_t live =
-      listing.complete ? listing.domains.size() : out.list("domains").size();
-  if (live < kMassRemovalFloor || changes.relay_removals * 2 <= live) return;
+// A mass removal held back, as the output directory records it: the
+// removals and how many full resyncs found them gone since the first.
+// On disk, so that the count goes on across a restart, a SIGHUP and the
+// runs of --once. It names domains only.
+constexpr const char* kHeldFile = "held-removals";
+
+struct HeldRemovals {
+  std::vector<std::string> removals;  ///< sorted
+  int resyncs = 0;
+  bool recorded = false;  ///< the file says just this already
+};
+
+std::optional<HeldRemovals> read_held(const OutputDir& out) {
+  std::optional<std::string> text;
+  try {
+    text = out.read(kHeldFile);
+  } catch (const std::system_error&) {
+    return {};  // a planted symlink: the count starts again
+  }
+  if (!text) return {};
+  HeldRemovals held;
+  std::istringstream lines(*text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with("resyncs: ")) {
+      held.resyncs = std::atoi(line.c_str() + 9);
+    } else if (!line.empty() && line.front() != '#') {
+      held.removals.push_back(line);
+    }
+  }
+  return held;
+}
+
+void write_held(OutputDir& out, const HeldRemovals& held) {
+  std::string text = fmt::format(
+      "# havenoro-relayd: removals held back; managed file\nresyncs: {}\n",
+      held.resyncs);
+  for (const auto& path : held.removals) text += path + "\n";
+  out.commit({out.stage(kHeldFile, text, kFileMode)});
+}
+
+size_t live_relays(const OutputDir& out, const Listing& listing) {
+  return listing.complete ? listing.domains.size() : out.list("domains").size();
+}
+
+// Whether removing `removals` relay domains in one apply is too many: a
+// panel tree that was not mounted, a wrong path or a user's directory
+// gone looks like that. The usual apply removes a domain or two, and
+// needs no listing to be told.
+bool mass_removal(const OutputDir& out, const Listing& listing,
+                  const config::DaemonConfig& c, size_t removals) {
+  size_t floor = static_cast<size_t>(c.mass_removal_min_domains);
+  size_t percent = static_cast<size_t>(c.mass_removal_percent);
+  if (removals * 100 <= floor * percent) return false;
+  size_t live = live_relays(out, listing);
+  return live >= floor && removals * 100 > live * percent;
+}
+
+// How a held-back removal stands after this apply: counted on when the
+// same removals were held before and this is a full resync (an apply of
+// a few domains sees too little to count), started again otherwise.
+HeldRemovals count_held(const OutputDir& out, const ApplyScope& scope,
+                        const Changes& changes) {
+  HeldRemovals now{changes.removals, 0};
+  std::sort(now.removals.begin(), now.removals.end());
+  auto before = read_held(out);
+  if (before && before->removals == now.removals) {
+    now.resyncs = before->resyncs + (scope.everything ? 1 : 0);
+    now.recorded = now.resyncs == before->resyncs;
+  }
+  return now;
+}
+
+// Holds back the removals of an apply that would remove too many relay
+// domains at once, until confirmed: by the flag, or by
+// mass_removal_confirm_resyncs further full resyncs that find the same
+// domains gone. The rest of the apply goes on.
+void guard_mass_removal(OutputDir& out, const Listing& listing,
+                        const config::DaemonConfig& c, const ApplyScope& scope,
+                        bool dry_run, Changes& changes, ApplyReport& report) {
+  if (scope.confirm_removals ||
+      !mass_removal(out, listing, c, changes.relay_removals)) {
+    // A full apply that removes what it finds gone ends any count.
+    if (scope.everything && !dry_run && out.exists(kHeldFile)) {
+      out.remove_all(kHeldFile);
+    }
+    return;
+  }
+  HeldRemovals held = count_held(out, scope, changes);
+  int wanted = c.mass_removal_confirm_resyncs;
+  if (wanted > 0 && held.resyncs >= wanted) {
+    if (!dry_run) out.remove_all(kHeldFile);
+    return;  // gone for so many resyncs: really gone
+  }
+  if (!dry_run && !held.recorded) write_held(out, held);
+  std::string later = wanted == 0
+                          ? std::string()
+                          : fmt::format(
+                                ", or by itself when {} more full resyncs "
+                                "find the same domains gone",
+                                wanted - held.resyncs);
   report.held_back.push_back(fmt::format(
-      "refusing to remove {} of {} relay domains at once (is the panel "
-      "tree complete?); the rest is applied; confirm with havenoro-relayctl "
-      "reconcile --confirm-removals --wait (or --once --confirm-removals)",
-      changes.relay_removals, live));
+      "refusing to remove {} of {} relay domains at once (more than {}%: "
+      "is the panel tree complete?); the rest is applied; confirm with "
+      "havenoro-relayctl reconcile --confirm-removals --wait (or --once "
+      "--confirm-removals){}",
+      changes.relay_removals, live_relays(out, listing), c.mass_removal_percent,
+      later));
+  for (const auto& path : changes.removals) {
+    if (auto name = domain_of_path(path); !name.empty()) {
+      report.held_domains.insert(name);
+    }
+  }
   changes.removals.clear();
   changes.relay_removals = 0;
 }
@@ -723,14 +850,16 @@ struct EndPrefetch {
 }  // namespace
 
 // Removes what an interrupted apply left. This daemon's applies leave
-// their scratch names only at the top (.check, generations/.new-N,
-// domains/.old-D); temporaries inside the domain directories come from a
-// daemon killed mid-write before, and are looked for once per process.
+// their scratch names only at the top (generations/.new-N, domains/.old-D)
+// and in the candidate tree, which is emptied; temporaries inside the
+// domain directories come from a daemon killed mid-write before, and are
+// looked for once per process.
 void Applier::sweep(OutputDir& out) {
   for (const char* dir :
        {"", "default", "suspended", "domains", "dkim", "generations"}) {
     out.remove_leftovers(dir);
   }
+  clear_check(out);
   if (swept_) return;
   for (const char* top : {"domains", "dkim", "generations"}) {
     for (const auto& name : out.list(top)) {
@@ -824,7 +953,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
     differ.domain(model, name);
   }
   if (scope.everything || scope.server) differ.server(model);
-  guard_mass_removal(out, listing, scope, changes, report);
+  guard_mass_removal(out, listing, config_, scope, dry_run, changes, report);
   bool snippets_same = snippets_live(out, live, snippets);
   if (!snippets_same && live != 0 && pinned_generation(out) == live) {
     snippets_same = true;  // a rollback holds the live snippets
@@ -857,7 +986,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
     }
   }
   auto names = changed_names(changes);
-  stage_candidate(out, changes, names, report.errors);
+  stage_candidate(out, changes, names, report);
   Staged staged = staged_of(out, changes);
   std::future<void> durable;
   if (!dry_run) durable = out.make_durable_async(staged.paths);
@@ -891,7 +1020,11 @@ ApplyReport Applier::run(const model::RelayModel& model,
       return report;
     }
   }
-  promote(out, changes, staged, durable, live_files_, report.errors);
+  promote(out, changes, staged, durable, live_files_, report);
+  std::erase_if(report.written, [&](const std::string& path) {
+    return std::any_of(report.path_errors.begin(), report.path_errors.end(),
+                       [&](const auto& e) { return e.first == path; });
+  });
   clear_check(out);  // the copies of live files
   remove_data(out, changes.removals, live_files_, report.errors);
   if (running_exim(exim_daemon(config_))) retry_held_mail(config_, changes);

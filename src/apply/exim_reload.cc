@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 #include "havenoro_relay/util/fd.h"
@@ -28,8 +30,12 @@ std::uintmax_t size_of(const std::filesystem::path& p) {
   return ec ? 0 : size;
 }
 
-bool logged_restart(const EximDaemon& d, std::uintmax_t offset, pid_t pid) {
+// Whether the main log shows the daemon `pid` starting after `offset`;
+// nothing when the log cannot be read.
+std::optional<bool> logged_restart(const EximDaemon& d, std::uintmax_t offset,
+                                   pid_t pid) {
   std::ifstream in(d.main_log);
+  if (!in) return {};
   in.seekg(static_cast<std::streamoff>(offset));
   std::string line;
   std::string needle = fmt::format("daemon started: pid={},", pid);
@@ -37,6 +43,37 @@ bool logged_restart(const EximDaemon& d, std::uintmax_t offset, pid_t pid) {
     if (line.find(needle) != std::string::npos) return true;
   }
   return false;
+}
+
+std::string unread_log(const EximDaemon& d) {
+  return fmt::format("its main log '{}' cannot be read", d.main_log.string());
+}
+
+// The state letter and the name of a process, from /proc/<pid>/stat.
+struct ProcessState {
+  char state = '?';
+  std::string name;
+};
+
+std::optional<ProcessState> process_state(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string text;
+  std::getline(in, text);
+  auto open = text.find('(');
+  auto close = text.rfind(')');
+  if (open == std::string::npos || close == std::string::npos ||
+      close + 2 >= text.size()) {
+    return {};
+  }
+  return ProcessState{text[close + 2], text.substr(open + 1, close - open - 1)};
+}
+
+// A zombie answers kill(pid, 0) but runs no more: an Exim killed after
+// its parent left stays one where init does not reap (some containers).
+bool alive(pid_t pid) {
+  if (::kill(pid, 0) != 0) return false;
+  auto state = process_state(pid);
+  return !state || state->state != 'Z';
 }
 
 // Splits "host:port" or "[v6]:port" into a socket address.
@@ -80,7 +117,7 @@ std::optional<pid_t> running_exim(const EximDaemon& daemon) {
   std::ifstream in(daemon.pid_file);
   long pid = 0;
   if (!(in >> pid) || pid <= 1) return {};
-  if (::kill(static_cast<pid_t>(pid), 0) != 0) return {};
+  if (!alive(static_cast<pid_t>(pid))) return {};
   return static_cast<pid_t>(pid);
 }
 
@@ -116,32 +153,42 @@ bool smtp_answers(const std::string& address,
 namespace {
 
 // Waits until the daemon named by the pid file runs, has logged its start
-// after `log_offset`, and answers on its port.
+// after `log_offset`, and answers on its port. A main log that cannot be
+// read does not fail the confirmation: the pid and the port still show a
+// daemon that came back, if not that it re-read its configuration.
 // `what` is "reload" or "restart".
 ReloadResult confirm(const EximDaemon& d, std::uintmax_t log_offset,
                      const std::string& what) {
   auto deadline = Clock::now() + d.timeout;
-  bool check_log = std::filesystem::exists(d.main_log);
   std::optional<pid_t> pid;
-  bool logged = false;
+  std::optional<bool> logged;
   while (Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     pid = running_exim(d);
     if (!pid) continue;
-    logged = !check_log || logged_restart(d, log_offset, *pid);
-    if (logged &&
+    logged = logged_restart(d, log_offset, *pid);
+    if (logged.value_or(true) &&
         smtp_answers(d.probe_address, std::chrono::milliseconds(1000))) {
-      return {true, true,
-              fmt::format("exim pid {} came back after the {}", *pid, what)};
+      ReloadResult r{
+          true, true,
+          fmt::format("exim pid {} came back after the {}", *pid, what)};
+      if (!logged) {
+        r.log_unread = true;
+        r.message +=
+            fmt::format(" ({}: confirmed by pid and port only)", unread_log(d));
+      }
+      return r;
     }
   }
-  std::string why = !pid      ? "no exim process runs"
-                    : !logged ? "no restart in its main log"
-                              : "its port does not answer";
+  std::string why = !pid                     ? "no exim process runs"
+                    : !logged.value_or(true) ? "no restart in its main log"
+                                             : "its port does not answer";
+  if (pid && !logged) why += "; " + unread_log(d);
   return {true, false,
           fmt::format("exim did not come back within {} ms after the {} "
                       "({})",
-                      d.timeout.count(), what, why)};
+                      d.timeout.count(), what, why),
+          pid && !logged};
 }
 
 ReloadResult run_command(const EximDaemon& d,
@@ -180,11 +227,70 @@ ReloadResult reload_exim(const EximDaemon& daemon) {
   return confirm(daemon, offset, "reload");
 }
 
-ReloadResult restart_exim(const EximDaemon& daemon) {
-  if (daemon.restart_command.empty()) {
-    return {false, false, "no exim_restart_command is configured"};
+namespace {
+
+// Debian's init script starts `exim4 -bd -q30m` by default. -bdf is the
+// same daemon without its fork into the background: the pid it gets is
+// the one to stop if it never comes up.
+std::vector<std::string> default_start(const EximDaemon& d) {
+  return {d.exim_binary.string(), "-C", d.exim_config.string(), "-bdf",
+          "-q30m"};
+}
+
+std::string shown(const std::vector<std::string>& argv) {
+  std::string text;
+  for (const auto& arg : argv) text += (text.empty() ? "" : " ") + arg;
+  return text;
+}
+
+// Without systemd: starts Exim when none runs. One that did not write its
+// pid file in time never got its listening port (Exim writes it after
+// binding, and retries a taken port for minutes); it is stopped.
+ReloadResult start_exim(const EximDaemon& d) {
+  if (auto pid = running_exim(d)) {
+    return {false, false,
+            fmt::format("exim pid {} still runs, so the default restart "
+                        "starts no other (set exim_restart_command)",
+                        *pid)};
   }
-  return run_command(daemon, daemon.restart_command, "restart");
+  auto argv = default_start(d);
+  auto offset = size_of(d.main_log);
+  pid_t started = -1;
+  try {
+    started = util::spawn_detached(argv);
+  } catch (const std::system_error& e) {
+    return {false, false, e.what()};
+  }
+  if (started < 0) {
+    return {false, false, fmt::format("cannot start '{}'", argv[0])};
+  }
+  auto result = confirm(d, offset, "restart");
+  auto state = process_state(started);
+  if (!result.ok && running_exim(d) != started && state &&
+      state->state != 'Z' && state->name.starts_with("exim")) {
+    ::kill(started, SIGTERM);
+  }
+  return result;
+}
+
+}  // namespace
+
+bool systemd_runs() {
+  std::error_code ec;
+  return std::filesystem::is_directory("/run/systemd/system", ec);
+}
+
+ReloadResult restart_exim(const EximDaemon& daemon) {
+  if (!daemon.restart_command.empty()) {
+    return run_command(daemon, daemon.restart_command, "restart");
+  }
+  bool systemd = systemd_runs();
+  auto result = systemd ? run_command(daemon, kDefaultSystemdRestart, "restart")
+                        : start_exim(daemon);
+  result.message += fmt::format(
+      " (default restart: {})",
+      shown(systemd ? kDefaultSystemdRestart : default_start(daemon)));
+  return result;
 }
 
 }  // namespace havenoro::apply

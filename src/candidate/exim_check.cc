@@ -1,8 +1,18 @@
 #include "havenoro_relay/candidate/exim_check.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <optional>
+#include <set>
 #include <sstream>
+#include <string_view>
 
 #include "havenoro_relay/util/process.h"
 
@@ -35,7 +45,169 @@ bool lists(const std::string& out, const std::string& name) {
   return false;
 }
 
+std::string_view trimmed(std::string_view s) {
+  auto start = s.find_first_not_of(" \t");
+  if (start == std::string_view::npos) return {};
+  return s.substr(start, s.find_last_not_of(" \t\r") - start + 1);
+}
+
+int port_of(std::string_view text) {
+  int port = 0;
+  auto [end, ec] =
+      std::from_chars(text.data(), text.data() + text.size(), port);
+  return ec == std::errc() && end == text.data() + text.size() ? port : 0;
+}
+
+// "  router = R, transport = T"
+void read_router(std::string_view line, RouteReport& r) {
+  constexpr std::string_view kRouter = "router = ";
+  constexpr std::string_view kTransport = ", transport = ";
+  auto at = line.find(kTransport);
+  r.router = line.substr(kRouter.size(), at - kRouter.size());
+  if (at != std::string_view::npos) {
+    r.transport = line.substr(at + kTransport.size());
+  }
+}
+
+// "  host NAME [ADDRESS] MX=n port=N ** unusable **", the name and the
+// address padded with blanks.
+RoutedHost read_host(std::string_view line) {
+  std::istringstream words{std::string(line)};
+  std::string word;
+  RoutedHost h;
+  words >> word >> h.name;
+  while (words >> word) {
+    if (word.starts_with('[')) {
+      h.address = word.substr(1, word.find(']') - 1);
+    } else if (word.starts_with("port=")) {
+      h.port = port_of(std::string_view(word).substr(5));
+    }
+  }
+  return h;
+}
+
+// "A cannot be resolved at this time: lookup of host "H" failed in R
+// router"
+void read_unresolved(std::string_view line, RouteReport& r) {
+  constexpr std::string_view kLookup =
+      "cannot be resolved at this time: lookup of host \"";
+  constexpr std::string_view kFailed = "\" failed in ";
+  auto at = line.find(kLookup);
+  if (at == std::string_view::npos) return;
+  auto rest = line.substr(at + kLookup.size());
+  auto quote = rest.find(kFailed);
+  if (quote == std::string_view::npos) return;
+  r.unresolved_host = rest.substr(0, quote);
+  rest = rest.substr(quote + kFailed.size());
+  r.unresolved_router = rest.substr(0, rest.find(' '));
+}
+
+bool same_name(std::string_view a, std::string_view b) {
+  if (a.ends_with('.')) a.remove_suffix(1);
+  if (b.ends_with('.')) b.remove_suffix(1);
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
+  });
+}
+
+// An IP address in one spelling ("::1" for "0:0::1"), or nothing for a
+// host name.
+std::optional<std::string> ip_text(const std::string& text) {
+  unsigned char bin[sizeof(in6_addr)];
+  char buf[INET6_ADDRSTRLEN];
+  for (int family : {AF_INET, AF_INET6}) {
+    if (inet_pton(family, text.c_str(), bin) == 1 &&
+        inet_ntop(family, bin, buf, sizeof buf)) {
+      return std::string(buf);
+    }
+  }
+  return {};
+}
+
+// What the resolver says about a host name: its canonical name and its
+// addresses, both as Exim prints them.
+struct Resolved {
+  std::string canonical;
+  std::set<std::string> addresses;
+};
+
+Resolved resolve(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_flags = AI_CANONNAME;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* list = nullptr;
+  Resolved found;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &list) != 0) return found;
+  if (list->ai_canonname) found.canonical = list->ai_canonname;
+  for (const addrinfo* a = list; a; a = a->ai_next) {
+    char buf[INET6_ADDRSTRLEN];
+    const void* addr =
+        a->ai_family == AF_INET
+            ? static_cast<const void*>(
+                  &reinterpret_cast<const sockaddr_in*>(a->ai_addr)->sin_addr)
+            : &reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr;
+    if (inet_ntop(a->ai_family, addr, buf, sizeof buf)) {
+      found.addresses.insert(buf);
+    }
+  }
+  ::freeaddrinfo(list);
+  return found;
+}
+
+// Whether every host Exim chose is `want`. Exim replaces a name by the
+// one the resolver returns (a CNAME's target, a qualified name), so a
+// name that differs is asked about once more.
+bool is_host(const std::string& want, const std::vector<RoutedHost>& hosts) {
+  if (auto ip = ip_text(want)) {
+    return std::all_of(hosts.begin(), hosts.end(),
+                       [&](const auto& h) { return ip_text(h.address) == ip; });
+  }
+  if (std::all_of(hosts.begin(), hosts.end(),
+                  [&](const auto& h) { return same_name(h.name, want); })) {
+    return true;
+  }
+  auto found = resolve(want);
+  return std::all_of(hosts.begin(), hosts.end(), [&](const auto& h) {
+    return (!found.canonical.empty() && same_name(h.name, found.canonical)) ||
+           found.addresses.count(ip_text(h.address).value_or("")) > 0;
+  });
+}
+
+// "host:port" or "[v6]:port", as in a credential file.
+struct Endpoint {
+  std::string host;
+  int port = 0;
+};
+
+Endpoint endpoint_of(const std::string& host_port) {
+  auto colon = host_port.rfind(':');
+  if (colon == std::string::npos) return {host_port, 0};
+  Endpoint e{host_port.substr(0, colon),
+             port_of(std::string_view(host_port).substr(colon + 1))};
+  if (e.host.size() > 2 && e.host.front() == '[' && e.host.back() == ']') {
+    e.host = e.host.substr(1, e.host.size() - 2);
+  }
+  return e;
+}
+
 }  // namespace
+
+RouteReport parse_route_report(const std::string& text) {
+  RouteReport r;
+  std::istringstream in(text);
+  for (std::string text_line; std::getline(in, text_line);) {
+    auto line = trimmed(text_line);
+    if (line.starts_with("router = ")) {
+      read_router(line, r);
+    } else if (line.starts_with("host ")) {
+      r.hosts.push_back(read_host(line));
+    } else {
+      read_unresolved(line, r);
+    }
+  }
+  return r;
+}
 
 EximChecker::EximChecker(std::filesystem::path exim_binary,
                          std::filesystem::path exim_config)
@@ -115,27 +287,39 @@ CheckResult EximChecker::check_route(
         fmt::format("domain '{}': {}; exim -bt said: {}", expected.domain, why,
                     exim_error_text({0, false, text, ""}))};
   };
-  // A relay name that does not resolve right now defers; that is the
-  // relay's state, not a fault of the candidate.
-  if (text.find("cannot be resolved at this time: lookup of host") !=
-      std::string::npos) {
+  auto report = parse_route_report(text);
+  bool ours = report.router.starts_with("havenoro_") ||
+              report.unresolved_router.starts_with("havenoro_");
+  if (expected.router.empty()) {
+    if (ours) return fail("mail without a relay is routed to a havenoro relay");
     return {};
   }
-  if (expected.router.empty()) {
-    if (text.find("router = havenoro_") != std::string::npos) {
-      return fail("mail without a relay is routed to a havenoro relay");
+  auto want = endpoint_of(expected.host_port);
+  auto wanted =
+      fmt::format("router = {}, transport = {}, host {} port={}",
+                  expected.router, expected.transport, want.host, want.port);
+  // A relay name that does not resolve right now defers; that is the
+  // relay's state, not a fault of the candidate, if it is that relay.
+  if (!report.unresolved_router.empty()) {
+    if (report.unresolved_router != expected.router ||
+        !same_name(report.unresolved_host, want.host)) {
+      return fail("expected " + wanted);
     }
     return {};
   }
-  auto router = fmt::format("router = {}, transport = {}", expected.router,
-                            expected.transport);
-  if (text.find(router) == std::string::npos) {
-    return fail(fmt::format("expected {}", router));
+  if (report.router != expected.router ||
+      report.transport != expected.transport || report.hosts.empty()) {
+    return fail("expected " + wanted);
   }
-  auto colon = expected.host_port.rfind(':');
-  std::string port = "port=" + expected.host_port.substr(colon + 1);
-  if (text.find(port) == std::string::npos) {
-    return fail(fmt::format("expected {}", port));
+  // Exactly: a substring match would take port=2525 for port=25.
+  for (const auto& h : report.hosts) {
+    if (h.port != want.port) {
+      return fail(
+          fmt::format("expected port={} for host {}", want.port, want.host));
+    }
+  }
+  if (!is_host(want.host, report.hosts)) {
+    return fail(fmt::format("expected host {} port={}", want.host, want.port));
   }
   return {};
 }

@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -21,6 +23,17 @@ T as(const json& value, const char* type) {
   if constexpr (std::is_same_v<T, std::string>) ok = value.is_string();
   if constexpr (std::is_same_v<T, int>) ok = value.is_number_integer();
   if (!ok) throw ConfigError(fmt::format("must be {}", type));
+  if constexpr (std::is_same_v<T, int>) {
+    // Clamped, not wrapped, so that the caller's range check refuses it:
+    // 2^32 + 60 is out of every range, not 60.
+    using Limits = std::numeric_limits<int>;
+    if (value.is_number_unsigned()) {
+      return static_cast<int>(
+          std::min<uint64_t>(value.get<uint64_t>(), Limits::max()));
+    }
+    return static_cast<int>(std::clamp<int64_t>(value.get<int64_t>(),
+                                                Limits::min(), Limits::max()));
+  }
   return value.get<T>();
 }
 
@@ -47,6 +60,16 @@ Setter seconds(std::chrono::seconds DaemonConfig::*member, int max = 3600) {
       throw ConfigError(fmt::format("must be 1-{} seconds", max));
     }
     c.*member = std::chrono::seconds(s);
+  };
+}
+
+Setter whole(int DaemonConfig::*member, int min, int max) {
+  return [member, min, max](DaemonConfig& c, const json& v) {
+    int n = as<int>(v, "a whole number");
+    if (n < min || n > max) {
+      throw ConfigError(fmt::format("must be {}-{}", min, max));
+    }
+    c.*member = n;
   };
 }
 
@@ -85,6 +108,12 @@ const std::map<std::string, Setter>& setters() {
        }},
       {"connect_timeout_s", seconds(&DaemonConfig::connect_timeout)},
       {"command_timeout_s", seconds(&DaemonConfig::command_timeout)},
+      // Up to 60 s each, so that a whole test stays within the 120 s a
+      // relay-test request may ask for (daemon/relay_test.h).
+      {"probe_step_timeout_s", seconds(&DaemonConfig::probe_step_timeout, 60)},
+      {"probe_timeout_s", seconds(&DaemonConfig::probe_timeout, 60)},
+      {"test_message_timeout_s",
+       seconds(&DaemonConfig::test_message_timeout, 60)},
       {"control_socket", path(&DaemonConfig::control_socket)},
       {"control_socket_group", text(&DaemonConfig::control_socket_group)},
       {"resync_interval_s", seconds(&DaemonConfig::resync_interval, 86400)},
@@ -103,6 +132,12 @@ const std::map<std::string, Setter>& setters() {
          if (n < 2 || n > 100) throw ConfigError("must be 2-100");
          c.keep_generations = n;
        }},
+      {"mass_removal_percent",
+       whole(&DaemonConfig::mass_removal_percent, 1, 100)},
+      {"mass_removal_min_domains",
+       whole(&DaemonConfig::mass_removal_min_domains, 1, 1000000)},
+      {"mass_removal_confirm_resyncs",
+       whole(&DaemonConfig::mass_removal_confirm_resyncs, 0, 1000)},
   };
   return table;
 }

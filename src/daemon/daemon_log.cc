@@ -53,6 +53,13 @@ size_t changed_domains(const engine::ApplyOutcome& o) {
 
 void log_summary(const engine::ApplyOutcome& o) {
   const auto& r = o.report;
+  for (const auto& reason : r.held_back) {
+    spdlog::warn(LogEvent("apply.held_back")
+                     .add("domains", r.held_domains.size())
+                     .add("reason", reason)
+                     .add("kept", "their relay files")
+                     .str());
+  }
   if (!r.ok()) {
     std::string errors;
     for (const auto& e : r.errors) errors += (errors.empty() ? "" : "; ") + e;
@@ -111,6 +118,12 @@ void OutcomeLog::log(const engine::ApplyOutcome& outcome) {
   for (const auto& d : outcome.domains) log_domain(d);
   log_problems(outcome);
   log_summary(outcome);
+  if (!outcome.report.exim_log_unread.empty()) {
+    spdlog::warn(LogEvent("exim.log_unread")
+                     .add("log", outcome.report.exim_log_unread)
+                     .add("kept", "reload confirmed by pid and port only")
+                     .str());
+  }
 }
 
 void OutcomeLog::log_domain(const engine::DomainOutcome& d) {

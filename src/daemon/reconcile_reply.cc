@@ -49,11 +49,23 @@ json domain_json(const DomainOutcome& d) {
           {"message", d.message}};
 }
 
+// When every error is one file's (a planted symlink), the files of the
+// other domains went live, and the text says so.
 Reply failed(const ApplyOutcome& o, json arguments) {
-  return {Result::kError,
-          "not applied: " + joined(o.report.errors) +
-              " (the last applied configuration stays live)",
+  const char* kept = o.report.failed_whole()
+                         ? " (the last applied configuration stays live)"
+                         : " (the other changes went live)";
+  return {Result::kError, "not applied: " + joined(o.report.errors) + kept,
           std::move(arguments)};
+}
+
+// Whether a file of the server-wide relay could not be written.
+bool server_failed(const ApplyOutcome& o) {
+  return o.report.failed_whole() ||
+         std::any_of(o.report.path_errors.begin(), o.report.path_errors.end(),
+                     [](const auto& e) {
+                       return apply::domain_of_path(e.first).empty();
+                     });
 }
 
 std::string generation_note(const ApplyOutcome& o) {
@@ -67,15 +79,19 @@ Reply domain_reply(const ApplyOutcome& o, const std::string& name,
   auto it = std::find_if(o.domains.begin(), o.domains.end(),
                          [&](const auto& d) { return d.domain == name; });
   if (it == o.domains.end()) {
-    if (!o.report.ok()) return failed(o, std::move(arguments));
+    if (o.report.failed_whole()) return failed(o, std::move(arguments));
     return {Result::kSuccess,
             name + ": no settings in the panel, nothing to relay",
             std::move(arguments)};
   }
   const DomainOutcome& d = *it;
   arguments["domain"] = domain_json(d);
-  if (d.result == "failed") return failed(o, std::move(arguments));
-  if (d.result == "rejected")
+  if (d.result == "failed" && o.report.failed_whole())
+    return failed(o, std::move(arguments));
+  if (d.result == "failed")
+    return {Result::kError, name + ": not applied: " + one_line(d.message),
+            std::move(arguments)};
+  if (d.result == "rejected" || d.result == "held_back")
     return {Result::kError, one_line(d.message), std::move(arguments)};
   if (d.result == "removed")
     return {Result::kSuccess, name + ": relay removed" + generation_note(o),
@@ -96,7 +112,7 @@ Reply domain_reply(const ApplyOutcome& o, const std::string& name,
 Reply server_reply(const ApplyOutcome& o,
                    const std::optional<std::string>& server_error,
                    json arguments) {
-  if (!o.report.ok()) return failed(o, std::move(arguments));
+  if (server_failed(o)) return failed(o, std::move(arguments));
   if (server_error) {
     return {Result::kError, one_line(*server_error), std::move(arguments)};
   }

@@ -8,6 +8,8 @@
 #include <future>
 #include <mutex>
 
+#include "havenoro_relay/apply/output_dir.h"
+#include "havenoro_relay/render/credential_file.h"
 #include "havenoro_relay/util/fd.h"
 
 namespace havenoro::engine {
@@ -16,6 +18,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 using Key = std::pair<std::string, std::string>;  // user, stem
+using ErrorMap =
+    std::map<std::string, std::pair<std::string, Clock::time_point>>;
 
 std::string iso_time(Clock::time_point t) {
   return fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(Clock::to_time_t(t)));
@@ -80,6 +84,55 @@ std::vector<std::string> list_dir(const fs::path& dir, bool dirs) {
   return names;
 }
 
+// The rejected settings and when each was first seen, in the output
+// directory (0640 root:exim_group, as the rest). The texts name fields
+// and quote refused values other than the username and password, which
+// a message never quotes (src/panel), so the file holds no secret.
+constexpr const char* kErrorsFile = "errors.json";
+
+ErrorMap load_errors(const config::DaemonConfig& c) {
+  ErrorMap errors;
+  std::error_code ec;
+  if (!fs::exists(c.output_dir, ec)) return errors;  // made by applies only
+  try {
+    apply::OutputDir out(c.output_dir, apply::group_id(c.exim_group));
+    auto text = out.read(kErrorsFile);
+    if (!text) return errors;
+    json doc = json::parse(*text);
+    for (const auto& e : doc.at("errors")) {
+      errors[e.at("domain").get<std::string>()] = {
+          e.at("error").get<std::string>(),
+          Clock::from_time_t(e.at("first_seen").get<std::time_t>())};
+    }
+  } catch (const std::exception&) {
+    errors.clear();  // unreadable or edited: the times start again
+  }
+  return errors;
+}
+
+void save_errors(const config::DaemonConfig& c, const ErrorMap& errors) try {
+  apply::OutputDir out(c.output_dir, apply::group_id(c.exim_group));
+  if (errors.empty()) {
+    out.remove_all(kErrorsFile);
+    return;
+  }
+  json list = json::array();
+  for (const auto& [name, e] : errors) {
+    list.push_back({{"domain", name},
+                    {"error", e.first},
+                    {"first_seen", Clock::to_time_t(e.second)}});
+  }
+  // A panel path in a read error need not be UTF-8.
+  std::string text = json{{"errors", std::move(list)}}.dump(
+                         1, ' ', false, json::error_handler_t::replace) +
+                     "\n";
+  out.commit({out.stage(kErrorsFile, text, 0640)});
+} catch (const std::exception&) {
+  // The times stay in memory and in status; only a restart would start
+  // them again. An output directory that cannot be written fails the
+  // applies themselves, which say why.
+}
+
 }  // namespace
 
 // What the applying thread read from disk, to be merged under the lock.
@@ -101,6 +154,7 @@ Engine::Engine(config::DaemonConfig config)
     : config_(std::move(config)),
       rules_{config_.allow_private_relays},
       applier_(config_),
+      errors_(load_errors(config_)),
       deliveries_(config_.exim_main_log) {}
 
 size_t Engine::poll_deliveries() {
@@ -495,23 +549,37 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   for (const auto* paths : {&outcome.report.written, &outcome.report.removed}) {
     for (const auto& p : *paths) touched.insert(apply::domain_of_path(p));
   }
+  std::map<std::string, std::vector<std::string>> failed;
+  for (const auto& [path, error] : outcome.report.path_errors) {
+    failed[apply::domain_of_path(path)].push_back(error);
+  }
   for (const auto& name : names) {
-    outcome.domains.push_back(outcome_of(name, outcome.report, touched));
+    outcome.domains.push_back(
+        outcome_of(name, outcome.report, touched, failed));
     if (auto it = model_.rejected.find(name); it != model_.rejected.end()) {
       for (const auto& p : it->second) outcome.problems.push_back(p.text());
     }
   }
-  std::unique_lock lock(mutex_);
-  record_errors(names, full || server);
-  last_apply_ = outcome;
-  note_exim(outcome);
-  refresh_status_cache();
+  bool errors_changed = false;
+  {
+    std::unique_lock lock(mutex_);
+    errors_changed = record_errors(names, full || server);
+    last_apply_ = outcome;
+    note_exim(outcome);
+    refresh_status_cache();
+  }
+  // Written without the lock, which readers of domain() would wait for:
+  // this thread is the only one that changes errors_.
+  if (errors_changed) save_errors(config_, errors_);
   return outcome;
 }
 
-DomainOutcome Engine::outcome_of(const std::string& name,
-                                 const apply::ApplyReport& report,
-                                 const std::set<std::string>& touched) const {
+// A failed write of one file (a planted symlink) fails that file's domain
+// only: the other domains' files went live, and their reconcile says so.
+DomainOutcome Engine::outcome_of(
+    const std::string& name, const apply::ApplyReport& report,
+    const std::set<std::string>& touched,
+    const std::map<std::string, std::vector<std::string>>& failed) const {
   DomainOutcome o{name, "unchanged", "", ""};
   if (auto it = model_.domains.find(name); it != model_.domains.end()) {
     o.route = model::route_name(it->second.route);
@@ -526,9 +594,19 @@ DomainOutcome Engine::outcome_of(const std::string& name,
     }
     return o;
   }
-  if (!report.ok()) {
+  if (report.failed_whole()) {
     o.result = "failed";
     o.message = fmt::format("{}", fmt::join(report.errors, "; "));
+    return o;
+  }
+  if (auto it = failed.find(name); it != failed.end()) {
+    o.result = "failed";
+    o.message = fmt::format("{}", fmt::join(it->second, "; "));
+    return o;
+  }
+  if (report.held_domains.count(name)) {
+    o.result = "held_back";
+    o.message = report.held_back.front();
     return o;
   }
   if (touched.count(name)) {
@@ -537,14 +615,17 @@ DomainOutcome Engine::outcome_of(const std::string& name,
   return o;
 }
 
-void Engine::record_errors(const std::set<std::string>& names, bool server) {
+// True when an error came, went or changed its text.
+bool Engine::record_errors(const std::set<std::string>& names, bool server) {
   auto now = Clock::now();
+  bool changed = false;
   auto note = [&](const std::string& name, std::optional<std::string> text) {
     if (!text) {
-      errors_.erase(name);
+      changed |= errors_.erase(name) > 0;
     } else if (auto it = errors_.find(name);
                it == errors_.end() || it->second.first != *text) {
       errors_[name] = {*text, now};
+      changed = true;
     }
   };
   std::set<std::string> all = names;
@@ -567,7 +648,92 @@ void Engine::record_errors(const std::set<std::string>& names, bool server) {
                  ? std::optional(model_.server_problem->text())
                  : std::nullopt);
   }
+  return changed;
 }
+
+namespace {
+
+// One side of a route change as plan shows it: the relay's address, user
+// and TLS, never its password.
+json route_side(const std::string& route, const panel::RelaySettings* relay) {
+  json side = {{"route", route}};
+  if (relay) {
+    json r = relay_json(*relay);
+    side["relay"] = render::route_of(*relay);
+    side["username"] = r["username"];
+    side["tls"] = r["tls"];
+    side["verify_certificate"] = r["verify_certificate"];
+  }
+  return side;
+}
+
+const panel::RelaySettings* relay_of(const model::RelayModel& m,
+                                     const std::string& name) {
+  auto it = m.domains.find(name);
+  if (it == m.domains.end() || !it->second.relay) return nullptr;
+  return &*it->second.relay;
+}
+
+// What a domain has live. The route and host:port come from the live
+// files; the user and TLS from the settings last applied, when those lead
+// to that same host:port (the live file has the user only in base64
+// beside the password, which is not read for this). The server-wide
+// relay is described by the settings last applied alone.
+std::pair<json, const panel::RelaySettings*> live_side(
+    const apply::Applier& applier, const model::RelayModel& applied,
+    const std::string& name) {
+  if (name.empty()) {
+    const auto* r = applied.server_relay ? &*applied.server_relay : nullptr;
+    return {route_side(r ? "relay" : "none", r), r};
+  }
+  auto live = applier.live_route(name);
+  const auto* known = relay_of(applied, name);
+  if (live.route == "relay" && known && render::route_of(*known) == live.relay)
+    return {route_side("relay", known), known};
+  json side = {{"route", live.route}};
+  if (!live.relay.empty()) side["relay"] = live.relay;
+  return {side, nullptr};
+}
+
+// Per domain whose files would change ("" for the server-wide relay): the
+// route live now and after the apply, and whether the password or the
+// DKIM files change. A password is compared here, never sent.
+json plan_changes(const apply::Applier& applier,
+                  const model::RelayModel& applied,
+                  const model::RelayModel& wanted,
+                  const apply::ApplyReport& report) {
+  std::map<std::string, bool> names;  // domain -> its DKIM files change
+  for (const auto* paths : {&report.written, &report.removed}) {
+    for (const auto& p : *paths) {
+      if (p.starts_with("default/")) names.try_emplace("", false);
+      std::string d = apply::domain_of_path(p);
+      if (!d.empty()) names[d] |= p.starts_with("dkim/");
+    }
+  }
+  json changes = json::array();
+  for (const auto& [name, dkim] : names) {
+    auto [live, before] = live_side(applier, applied, name);
+    const panel::RelaySettings* after = nullptr;
+    std::string route = "default";
+    if (name.empty()) {
+      after = wanted.server_relay ? &*wanted.server_relay : nullptr;
+      route = after ? "relay" : "none";
+    } else if (auto it = wanted.domains.find(name);
+               it != wanted.domains.end()) {
+      after = relay_of(wanted, name);
+      route = model::route_name(it->second.route);
+    }
+    changes.push_back({{"domain", name},
+                       {"live", live},
+                       {"after", route_side(route, after)},
+                       {"password_changed",
+                        before && after && before->password != after->password},
+                       {"dkim_changed", dkim}});
+  }
+  return changes;
+}
+
+}  // namespace
 
 json Engine::plan() {
   auto snapshot = panel::read_panel(config_.panel_root, rules_);
@@ -575,11 +741,14 @@ json Engine::plan() {
   auto report = applier_.plan(wanted);
   json problems = json::array();
   for (const auto& p : wanted.problems()) problems.push_back(p.text());
+  // model_ is the applying thread's own, and plan runs on that thread.
   return {{"would_write", report.written},
           {"would_remove", report.removed},
+          {"changes", plan_changes(applier_, model_, wanted, report)},
           {"new_generation", report.new_generation},
           {"check", report.ok() ? "passed" : "failed"},
           {"errors", report.errors},
+          {"held_back", report.held_back},
           {"problems", problems}};
 }
 
@@ -618,9 +787,6 @@ json last_apply_json(const ApplyOutcome& a) {
           {"errors", a.report.errors},
           {"held_back", a.report.held_back}};
 }
-
-using ErrorMap =
-    std::map<std::string, std::pair<std::string, Clock::time_point>>;
 
 // By name, so the server-wide relay's ("") always comes first.
 json errors_json(const ErrorMap& errors) {

@@ -123,13 +123,14 @@ ProcessResult run_process(const std::vector<std::string>& argv,
   return result;
 }
 
-void spawn_detached(const std::vector<std::string>& argv) {
+pid_t spawn_detached(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
   // Fork twice: the middle child exits at once, so the grandchild belongs
-  // to init and nobody has to reap it.
+  // to init and nobody has to reap it. The middle one tells its pid.
+  Pipe told = make_pipe();
   pid_t middle = ::fork();
   if (middle < 0) throw errno_error("fork", argv.at(0));
   if (middle == 0) {
@@ -141,12 +142,20 @@ void spawn_detached(const std::vector<std::string>& argv) {
       ::dup2(null, 2);
     }
     pid_t pid = -1;
-    posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ);
+    if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ)) {
+      pid = -1;
+    }
+    (void)!::write(told.write.get(), &pid, sizeof pid);
     ::_exit(0);
+  }
+  told.write = UniqueFd();
+  pid_t pid = -1;
+  while (::read(told.read.get(), &pid, sizeof pid) < 0 && errno == EINTR) {
   }
   int status = 0;
   while (::waitpid(middle, &status, 0) < 0 && errno == EINTR) {
   }
+  return pid;
 }
 
 }  // namespace havenoro::util

@@ -183,5 +183,39 @@ TEST(ApplySummaries, EncodedOncePerApply) {
   EXPECT_NE(b->find("\"generation\":8"), std::string::npos) << *b;
 }
 
+// Verifies that when one file of an apply failed on its own (a planted
+// symlink), the domain whose file went live succeeds, the failed one is
+// an error naming its path, and the whole reconcile says the rest went
+// live.
+TEST(ReconcileReply, FailedFileFailsOnlyItsDomain) {
+  const std::string path = "domains/link.example/smtp_relay.conf";
+  auto o = outcome_with({{"shop.example", "applied", "relay", ""},
+                         {"link.example", "failed", "relay",
+                          path + " not written: symlinks are refused"}});
+  o.report.written = {"domains/shop.example/smtp_relay.conf"};
+  o.report.path_failed(path, path + " not written: symlinks are refused");
+  EXPECT_EQ(reply_to(o, kShop).result, Result::kSuccess);
+  auto r = reply_to(o, {Kind::kDomain, "link.example"});
+  EXPECT_EQ(r.result, Result::kError);
+  EXPECT_EQ(r.text, "link.example: not applied: " + path +
+                        " not written: symlinks are refused");
+  auto all = reply_to(o, {});
+  EXPECT_EQ(all.result, Result::kError);
+  EXPECT_NE(all.text.find("(the other changes went live)"), std::string::npos)
+      << all.text;
+  EXPECT_EQ(reply_to(o, {Kind::kServer, ""}).result, Result::kSuccess);
+}
+
+// Verifies that a domain whose removal is held back is an error that
+// says why.
+TEST(ReconcileReply, HeldBackRemovalIsAnError) {
+  auto o = outcome_with(
+      {{"shop.example", "held_back", "", "refusing to remove 11 of 12"}});
+  o.report.held_back = {"refusing to remove 11 of 12"};
+  auto r = reply_to(o, kShop);
+  EXPECT_EQ(r.result, Result::kError);
+  EXPECT_EQ(r.text, "refusing to remove 11 of 12");
+}
+
 }  // namespace
 }  // namespace havenoro::daemon

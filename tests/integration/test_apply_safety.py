@@ -15,9 +15,12 @@ HAVENORO_KILL_SEED replays the kill test with another seed;
 HAVENORO_KEEP_WORKDIR=1 keeps the temporary directories.
 """
 
+import json
 import os
 import random
 import re
+import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -27,6 +30,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+import daemon_harness as dh  # noqa: E402
 import harness as h  # noqa: E402
 import safety_harness as sh  # noqa: E402
 
@@ -423,6 +427,8 @@ class ApplySafetyTest(SafetyCase):
         planted = {
             ".current.99999.1.tmp": "link",
             ".check/domains/pw.example/smtp_relay.conf": "file",
+            ".candidate/domains/pw.example/smtp_relay.conf": "file",
+            ".candidate/suspended/late.example": "file",
             "domains/.new-late.example/smtp_relay.conf": "file",
             "domains/.old-gone.example/smtp_relay.conf": "file",
             "domains/pw.example/.smtp_relay.conf.99999.2.tmp": "file",
@@ -553,9 +559,15 @@ class EximDiesOnReloadTest(SafetyCase):
     the same Exim detached (-bd), as `systemctl restart exim4` would. A
     change of connect_timeout_s is rendered into transports.conf, so each
     faulty run needs a new generation and a reload.
+
+    Without exim_restart_command the daemon restarts Exim its own way,
+    which depends on whether systemd runs; those runs go through a wrapper
+    that gives havenoro-relayd a mount namespace of its own with an empty
+    /run, so the test decides that, not the machine running it.
     """
 
     RELOAD_TIMEOUT_S = 2
+    PASSWORD = "F16-Secret-5Kp"
 
     @classmethod
     def setUpClass(cls):
@@ -564,16 +576,40 @@ class EximDiesOnReloadTest(SafetyCase):
         cls.reap(cls.exim.daemon)
         cls.relay = cls.start_relay("relay-a")
         cls.panel.write_user("alice")
-        cls.relay.add_account("a-user", "F16-Secret-5Kp")
+        cls.relay.add_account("a-user", cls.PASSWORD)
         cls.panel.write_domain("alice", "a.example", {"smtp_relay":
                                h.relay_settings(cls.relay, username="a-user",
-                                                password="F16-Secret-5Kp")})
+                                                password=cls.PASSWORD)})
         cls.panel.write_server_relay(None)
         cls.kill_script = sh.exim_kill_script(cls.exim,
                                               cls.work / "exim-reload.sh")
         cls.start_script = sh.exim_start_script(cls.exim,
                                                 cls.work / "exim-restart.sh")
         cls.timeout_n = 0
+        cls.systemctl_record = cls.work / "systemctl-args"
+        # Stands for `systemctl restart exim4.service`: records what it was
+        # asked and starts the same Exim, as systemd would.
+        cls.systemctl = sh.write_script(
+            cls.work / "systemctl",
+            f"printf '%s\\n' \"$*\" >> '{cls.systemctl_record}'\n"
+            f"exec '{cls.start_script}'\n")
+        cls.without_systemd = cls.namespaced_relayd("relayd-no-systemd", [])
+        cls.with_systemd = cls.namespaced_relayd("relayd-systemd", [
+            "mkdir -p /run/systemd/system",
+            f"mount --bind {shlex.quote(str(cls.systemctl))} "
+            "/usr/bin/systemctl"])
+
+    @classmethod
+    def namespaced_relayd(cls, name, steps):
+        """A script that runs havenoro-relayd (same arguments, same pid) in
+        a private mount namespace whose /run is an empty tmpfs, after the
+        shell commands `steps`."""
+        inner = " && ".join(["mount -t tmpfs tmpfs /run", *steps,
+                             'exec "$0" "$@"'])
+        return sh.write_script(
+            cls.work / name,
+            "exec unshare --mount --propagation private -- sh -c "
+            f"{shlex.quote(inner)} {shlex.quote(str(cls.binary))} \"$@\"\n")
 
     @staticmethod
     def reap(group):
@@ -592,19 +628,42 @@ class EximDiesOnReloadTest(SafetyCase):
         return self.exim.exim("-bP", "transport",
                               "havenoro_relay_smtp").stdout
 
-    def faulty_apply(self, **overrides):
+    def faulty_config(self, **overrides):
+        """A configuration with a new snippet setting and a reload that
+        kills Exim."""
+        type(self).timeout_n += 1
+        return self.config(connect_timeout_s=5 + self.timeout_n,
+                           reload_timeout_s=self.RELOAD_TIMEOUT_S,
+                           exim_reload_command=[str(self.kill_script)],
+                           **overrides)
+
+    def faulty_apply(self, binary=None, **overrides):
         """A run whose reload kills Exim; returns it, the generation that
         was live before it, and the Exim pid before it."""
-        type(self).timeout_n += 1
         current, pid = self.current(), self.exim.daemon_pid()
         starts = self.exim.daemon_starts()
-        cp = self.apply(connect_timeout_s=5 + self.timeout_n,
-                        reload_timeout_s=self.RELOAD_TIMEOUT_S,
-                        exim_reload_command=[str(self.kill_script)],
-                        **overrides)
+        cp = h.run_relayd(binary or self.binary,
+                          self.faulty_config(**overrides), self.work)
         self.assertFalse(sh.is_our_exim(pid, self.exim),
                          "the reload script did not kill Exim")
         return cp, current, pid, starts
+
+    def exim_line(self, cp):
+        """--once's one line about Exim."""
+        lines = [line for line in cp.stderr.splitlines()
+                 if line.startswith("havenoro-relayd: exim: ")]
+        self.assertEqual(len(lines), 1, cp.stderr)
+        return lines[0]
+
+    def assertBackOnPrevious(self, current, pid, starts):
+        """`current` is `current` again and a new Exim daemon serves it;
+        returns the new daemon's argv."""
+        self.assertEqual(self.current(), current)
+        new_pid = sh.wait_exim_up(self.exim, old_pid=pid, timeout=5)
+        self.assertGreater(self.exim.daemon_starts(), starts)
+        self.assertLiveConfigPasses()
+        self.assertRegex(self.transport_text(), r"connect_timeout = 15s")
+        return Path(f"/proc/{new_pid}/cmdline").read_bytes().split(b"\0")
 
     def test_F16_exim_dying_on_reload_comes_back_on_previous_generation(self):
         """verifies exit 1 naming the failed reload, `current` back on the
@@ -626,21 +685,190 @@ class EximDiesOnReloadTest(SafetyCase):
         self.assertLiveConfigPasses()
         self.assertRegex(self.transport_text(), r"connect_timeout = 15s")
         self.assertArrivesAs("x@a.example", self.relay, "a-user",
-                             "F16-Secret-5Kp")
+                             self.PASSWORD)
 
-    def test_F16_exim_dying_on_reload_without_restart_command(self):
-        """verifies that without exim_restart_command the run exits 1, says
-        Exim could not be restarted, and `current` is the previous
-        generation again, so Exim starts on it when the admin starts it."""
-        cp, current, pid, _ = self.faulty_apply()
+    def test_F16_exim_dying_on_reload_is_restarted_by_default(self):
+        """verifies that without exim_restart_command, where systemd does not
+        run, Exim's daemon is started from exim_binary and exim_config
+        (-bdf -q30m): exit 1 naming the failed reload, --once's exim line
+        names that restart and the generation Exim is back on, `current`
+        is the previous generation, and mail flows."""
+        cp, current, pid, starts = self.faulty_apply(self.without_systemd)
         self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
         self.assertTrue([line for line in cp.stderr.splitlines()
-                         if "could not be restarted" in line], cp.stderr)
-        self.assertEqual(self.current(), current)
-        self.assertIsNone(self.exim.banner(), "an Exim still answers")
-        self.assertLiveConfigPasses()
-        self.assertRegex(self.transport_text(), r"connect_timeout = 15s")
+                         if "reload" in line and "did not come back" in line],
+                        cp.stderr)
+        self.assertIn(f"came back after the restart (default restart: "
+                      f"{h.EXIM} -C {self.exim.config_file} -bdf -q30m); "
+                      f"back on generation {current.split('/')[1]}",
+                      self.exim_line(cp))
+        argv = self.assertBackOnPrevious(current, pid, starts)
+        self.assertEqual(argv[-3:], [b"-bdf", b"-q30m", b""], argv)
+        self.assertArrivesAs("x@a.example", self.relay, "a-user",
+                             self.PASSWORD)
 
+    def test_F16_default_restart_under_systemd_asks_systemctl(self):
+        """verifies that without exim_restart_command, where systemd runs,
+        the restart is `systemctl restart exim4.service` (a stand-in that
+        starts the same Exim) and --once's exim line says so."""
+        self.systemctl_record.unlink(missing_ok=True)
+        cp, current, pid, starts = self.faulty_apply(self.with_systemd)
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertEqual(self.systemctl_record.read_text(),
+                         "restart exim4.service\n")
+        self.assertIn("came back after the restart (default restart: "
+                      "/usr/bin/systemctl restart exim4.service); back on "
+                      f"generation {current.split('/')[1]}",
+                      self.exim_line(cp))
+        self.assertBackOnPrevious(current, pid, starts)
+
+    def start_daemon(self, config):
+        """The long-running daemon (without systemd, as above), ready."""
+        daemon = dh.RelaydDaemon(self.without_systemd, config, self.work,
+                                 name=f"relayd-{self.timeout_n}")
+        self.addCleanup(daemon.stop)
+        daemon.wait_ready()
+        return daemon
+
+    def wait_last_apply(self, daemon, result):
+        def done():
+            status = daemon.status()
+            last = status.get("last_apply") or {}
+            return status if last.get("result") == result else None
+        return h.wait_until(done, 30, f"last_apply {result} in status-get")
+
+    def assertNoSecret(self, daemon, status):
+        self.assertNotIn(self.PASSWORD, json.dumps(status))
+        self.assertNotIn(self.PASSWORD, daemon.log_text())
+
+    def test_F16_failed_reload_shows_in_the_daemons_status(self):
+        """verifies the long-running daemon: after a SIGHUP with a setting
+        that changes the snippets and a reload that kills Exim, status-get
+        shows the live generation as before, last_apply failed and
+        last_failure with the reload's error, and exim not reloaded but
+        back on that generation by the default restart; the log has
+        apply.failed; no password in either."""
+        current, pid = self.current(), self.exim.daemon_pid()
+        starts = self.exim.daemon_starts()
+        gen = int(current.split("/")[1])
+        config = self.faulty_config()
+        config["connect_timeout_s"] = 15  # as live: the first apply is idle
+        daemon = self.start_daemon(config)
+        self.assertEqual(daemon.status()["last_apply"]["result"], "unchanged")
+
+        daemon.write_config(self.faulty_config())
+        daemon.signal(signal.SIGHUP)
+        status = self.wait_last_apply(daemon, "failed")
+        self.assertEqual(status["generation"], gen, status)
+        errors = status["last_apply"]["errors"]
+        self.assertTrue([e for e in errors if e.startswith(
+            "exim did not come back after the reload")], errors)
+        self.assertEqual(status["last_failure"]["errors"], errors)
+        self.assertFalse(status["exim"]["reloaded"], status["exim"])
+        self.assertRegex(status["exim"]["message"],
+                         r"came back after the restart \(default restart: "
+                         rf".*\); back on generation {gen}$")
+        self.assertTrue(daemon.log_events("apply.failed"), daemon.log_text())
+        self.assertBackOnPrevious(current, pid, starts)
+        self.assertNoSecret(daemon, status)
+
+    def test_reload_without_a_readable_main_log_is_confirmed_and_says_so(self):
+        """verifies a reload while exim_main_log names no file: pid and port
+        confirm it (the apply goes live, Exim keeps its pid), and both
+        status-get's exim message and a warning in the log say that the
+        log could not be read."""
+        pid = self.exim.daemon_pid()
+        missing = self.work / "no-such-mainlog"
+        config = self.config(connect_timeout_s=30, exim_main_log=str(missing),
+                             reload_timeout_s=5)
+        daemon = self.start_daemon(config)
+        status = self.wait_last_apply(daemon, "applied")
+        self.assertTrue(status["exim"]["reloaded"], status["exim"])
+        self.assertIn(f"its main log '{missing}' cannot be read: confirmed "
+                      "by pid and port only", status["exim"]["message"])
+        warned = daemon.log_events("exim.log_unread")
+        self.assertEqual(len(warned), 1, daemon.log_text())
+        self.assertIn(f"log={missing}", warned[0])
+        self.assertEqual(self.exim.daemon_pid(), pid)
+        self.assertRegex(self.transport_text(), r"connect_timeout = 30s")
+        self.assertNoSecret(daemon, status)
+
+
+class DaemonHoldsAndAnswersTest(SafetyCase):
+    """The long-running daemon: a user's directory gone with most relay
+    domains is held back until confirmed, and a rollback that meets a
+    planted symlink is answered at once."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_parts()
+        cls.panel.write_user("alice")
+        cls.panel.write_server_relay(None)
+        cls.daemon = dh.RelaydDaemon(cls.binary, cls.config(), cls.work,
+                                     name="relayd-holds")
+        cls.addClassCleanup(cls.daemon.kill)
+        cls.daemon.wait_ready()
+
+    def reconcile(self, **arguments):
+        reply = self.daemon.request("reconcile", timeout=120, wait=True,
+                                    **arguments)
+        self.assertEqual(reply["result"], 0, reply)
+        return reply
+
+    def test_rollback_meeting_a_planted_symlink_is_answered_at_once(self):
+        """verifies `rollback` to a generation planted as a symlink, which
+        the output directory refuses to open: an error reply naming the
+        path within seconds (no reply at all made the CLI wait 60 s),
+        `current` as it was, and the daemon still answering."""
+        self.daemon.wait_idle()
+        current = self.current()
+        planted = self.output_dir / "generations" / "999999"
+        os.symlink(self.output_dir / current, planted)
+        self.addCleanup(planted.unlink, missing_ok=True)
+        started = time.monotonic()
+        reply = self.daemon.request("rollback", timeout=20,
+                                    generation=999999)
+        self.assertLess(time.monotonic() - started, 10, reply)
+        self.assertEqual(reply["result"], 1, reply)
+        self.assertIn("rollback failed", reply["text"])
+        self.assertIn(str(planted), reply["text"])
+        self.assertEqual(self.current(), current)
+        self.assertIsNotNone(self.daemon.status()["last_apply"])
+
+    def test_user_directory_gone_with_most_relays_is_held_back(self):
+        """verifies a user's directory moved out of the panel tree (seen
+        through inotify, not a resync) with 8 of the 10 live relay
+        domains: their files stay, status-get's last_apply says why, the
+        log has apply.held_back; `reconcile --confirm-removals` then
+        removes them and keeps the other user's."""
+        domains = {"carol": [f"c{i}.example" for i in range(8)],
+                   "dave": ["d0.example", "d1.example"]}
+        for user, names in domains.items():
+            self.panel.write_user(user)
+            for name in names:
+                self.panel.write_domain(user, name, {"smtp_relay":
+                                        h.relay_settings(port=2525)})
+        self.reconcile()
+        live = self.output_dir / "domains"
+        self.assertEqual(sorted(os.listdir(live)),
+                         sorted(domains["carol"] + domains["dave"]))
+
+        os.rename(self.panel.user_dir("carol"), self.work / "carol-away")
+
+        def held():
+            last = self.daemon.status()["last_apply"]
+            return last if last["held_back"] else None
+        last = h.wait_until(held, 30, "a held-back removal in status-get")
+        self.assertFalse(last["full"], last)
+        self.assertEqual(last["result"], "rejected", last)
+        self.assertIn("refusing to remove 8 of 10", last["held_back"][0])
+        self.assertEqual(len(os.listdir(live)), 10)
+        events = self.daemon.log_events("apply.held_back")
+        self.assertEqual(len(events), 1, self.daemon.log_text())
+        self.assertIn("domains=8", events[0])
+
+        self.reconcile(confirm_removals=True)
+        self.assertEqual(sorted(os.listdir(live)), domains["dave"])
 
 if __name__ == "__main__":
     unittest.main()

@@ -72,15 +72,24 @@ def decoded(fields, key):
     return base64.b64decode(fields[key], validate=True).decode("utf-8")
 
 
+# The candidate tree's own directories stay from one apply to the next,
+# empty; anything in them is a leftover.
+KEPT_SCRATCH = {".candidate", ".candidate/domains", ".candidate/suspended",
+                ".candidate/dkim", ".candidate/default"}
+
+
 def dot_entries(output_dir):
-    """Names starting with a dot anywhere under output_dir (leftovers of
-    an interrupted apply), relative to it."""
+    """Leftovers of an interrupted apply, relative to output_dir: names
+    starting with a dot anywhere under it, and whatever is in the kept
+    candidate tree."""
     out = []
     for dirpath, dirnames, filenames in os.walk(output_dir):
         for name in dirnames + filenames:
-            if name.startswith("."):
-                out.append(str((Path(dirpath) / name)
-                               .relative_to(output_dir)))
+            rel = str((Path(dirpath) / name).relative_to(output_dir))
+            if rel in KEPT_SCRATCH:
+                continue
+            if name.startswith(".") or rel.startswith(".candidate/"):
+                out.append(rel)
     return sorted(out)
 
 

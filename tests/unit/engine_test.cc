@@ -4,8 +4,11 @@
 #include "havenoro_relay/engine/engine.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <fstream>
+#include <map>
+#include <thread>
 
 #include "test_dir.h"
 
@@ -482,6 +485,206 @@ TEST_F(EngineTest, F14_StatusShowsWarningsAndEximsLastFailure) {
   EXPECT_NE(d["last_failure"]["response"].get<std::string>().find("535"),
             std::string::npos);
   EXPECT_TRUE(d["last_delivery"].is_null());
+}
+
+// Verifies that a held-back removal goes through once the configured
+// number of further full resyncs found the same domains gone, that the
+// count starts again when what is gone changes, and that a new Engine (a
+// restart, a SIGHUP) counts on.
+TEST_F(EngineTest, MassRemovalGoesAfterTheConfiguredResyncs) {
+  config_.mass_removal_confirm_resyncs = 2;
+  for (int i = 0; i < 12; ++i) {
+    relay_domain("alice", "d" + std::to_string(i) + ".example");
+  }
+  auto held = [](Engine& engine) {
+    auto outcome = engine.resync();
+    EXPECT_TRUE(outcome.report.ok())
+        << ::testing::PrintToString(outcome.report.errors);
+    return outcome.report.held_back;
+  };
+  Engine first(config_);
+  first.resync();
+  fs::remove_all(panel_ / "data/users/alice/mail");
+  relay_domain("alice", "d0.example");
+  relay_domain("alice", "d1.example");
+  auto why = held(first);  // 10 of 12 gone
+  ASSERT_EQ(why.size(), 1u);
+  EXPECT_NE(why[0].find("when 2 more full resyncs"), std::string::npos)
+      << why[0];
+  fs::remove(domain_file("alice", "d1.example"));
+  EXPECT_EQ(held(first).size(), 1u);  // 11 gone: counted from 0 again
+
+  Engine second(config_);
+  EXPECT_EQ(held(second).size(), 1u);  // one further resync
+  EXPECT_TRUE(fs::exists(credential("d5.example")));
+  auto outcome = second.resync();  // two: really gone
+  EXPECT_TRUE(outcome.report.held_back.empty());
+  EXPECT_EQ(outcome.report.removed.size(), 11u);
+  EXPECT_EQ(outcome.result(), "applied");
+  EXPECT_FALSE(fs::exists(out_ / "domains/d5.example"));
+  EXPECT_TRUE(fs::exists(credential("d0.example")));
+  EXPECT_FALSE(fs::exists(out_ / "held-removals"));
+}
+
+// Verifies that an apply of noted changes holds back a mass removal as a
+// resync does (a user's directory gone with most relay domains), while a
+// removal of a few domains goes, and that a confirmed resync removes it.
+TEST_F(EngineTest, MassRemovalOfOneUserIsHeldBack) {
+  user("bob");
+  for (int i = 0; i < 8; ++i) {
+    relay_domain("alice", "a" + std::to_string(i) + ".example");
+  }
+  for (int i = 0; i < 4; ++i) {
+    relay_domain("bob", "b" + std::to_string(i) + ".example");
+  }
+  Engine engine(config_);
+  engine.resync();
+  for (auto name : {"b0.example", "b1.example"}) {
+    fs::remove(domain_file("bob", name));
+    engine.note_path(domain_file("bob", name));
+  }
+  auto few = engine.apply_pending();
+  EXPECT_TRUE(few.report.held_back.empty());
+  EXPECT_EQ(few.report.removed.size(), 2u);
+
+  fs::remove_all(panel_ / "data/users/alice");
+  engine.note_path(panel_ / "data/users/alice");
+  engine.note_path(relay_domain("bob", "b2.example", 2600));
+  auto outcome = engine.apply_pending();
+  EXPECT_FALSE(outcome.full);
+  EXPECT_TRUE(outcome.report.ok())
+      << ::testing::PrintToString(outcome.report.errors);
+  EXPECT_EQ(outcome.result(), "rejected");
+  ASSERT_EQ(outcome.report.held_back.size(), 1u);
+  EXPECT_NE(outcome.report.held_back[0].find("refusing to remove 8 of 10"),
+            std::string::npos)
+      << outcome.report.held_back[0];
+  EXPECT_TRUE(fs::exists(credential("a3.example")));
+  EXPECT_NE(read_text(credential("b2.example")).find(":2600"),
+            std::string::npos);
+  ASSERT_EQ(outcome.domains.size(), 9u);
+  for (const auto& d : outcome.domains) {
+    EXPECT_EQ(d.result, d.domain == "b2.example" ? "applied" : "held_back")
+        << d.domain;
+  }
+
+  auto confirmed = engine.resync({.confirm_removals = true});
+  EXPECT_TRUE(confirmed.report.held_back.empty());
+  EXPECT_EQ(confirmed.report.removed.size(), 8u);
+  EXPECT_FALSE(fs::exists(out_ / "domains/a3.example"));
+}
+
+// Verifies that when a broken domain's error was first seen survives a
+// new Engine on the same directories (a restart; a SIGHUP builds one
+// too), kept in the output directory 0640 with its group and without the
+// password, and that it goes once the file is fixed.
+TEST_F(EngineTest, ErrorFirstSeenSurvivesANewEngine) {
+  relay_domain("alice", "a.example");
+  write_text(domain_file("alice", "bad.example"),
+             R"({"domain":"bad.example","smtp_relay":{"enabled":true,)"
+             R"("host":"192.0.2.25","username":"u","password":")" +
+                 std::string(kPassword) + R"(\nsecond line"}})");
+  std::string first_seen;
+  {
+    Engine engine(config_);
+    engine.resync();
+    auto errors = engine.status()["errors"];
+    ASSERT_EQ(errors.size(), 1u);
+    first_seen = errors[0]["first_seen"];
+  }
+  // Times are shown to the second: a new one would differ by now.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  fs::path state = out_ / "errors.json";
+  struct stat st, dir;
+  ASSERT_EQ(::lstat(state.c_str(), &st), 0);
+  ASSERT_EQ(::lstat((out_ / "domains").c_str(), &dir), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, dir.st_gid);
+  EXPECT_NE(read_text(state).find("smtp_relay.password"), std::string::npos);
+  EXPECT_EQ(read_text(state).find("s3cr^t"), std::string::npos);
+
+  Engine restarted(config_);
+  restarted.resync();
+  auto errors = restarted.status()["errors"];
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0]["domain"], "bad.example");
+  EXPECT_EQ(errors[0]["first_seen"], first_seen);
+  EXPECT_EQ(restarted.domain("bad.example")["last_error"]["first_seen"],
+            first_seen);
+
+  relay_domain("alice", "bad.example");
+  restarted.resync();
+  EXPECT_TRUE(restarted.status()["errors"].empty());
+  EXPECT_FALSE(fs::exists(state));
+  EXPECT_TRUE(Engine(config_).status()["errors"].empty());
+}
+
+// Verifies that a file that cannot be written (a symlink planted for its
+// domain's directory) fails that domain only: the other domain of the
+// same apply went live and is reported applied.
+TEST_F(EngineTest, FailedWriteFailsOnlyItsDomain) {
+  relay_domain("alice", "a.example");
+  relay_domain("alice", "b.example");
+  Engine engine(config_);
+  engine.resync();
+  fs::path outside = tmp_.path() / "outside";
+  fs::create_directories(outside);
+  fs::remove_all(out_ / "domains/b.example");
+  fs::create_directory_symlink(outside, out_ / "domains/b.example");
+  engine.note_path(relay_domain("alice", "a.example", 2600));
+  engine.note_path(relay_domain("alice", "b.example", 2600));
+  auto outcome = engine.apply_pending();
+  EXPECT_FALSE(outcome.report.ok());
+  EXPECT_FALSE(outcome.report.failed_whole());
+  EXPECT_EQ(outcome.result(), "failed");
+  std::map<std::string, DomainOutcome> by_name;
+  for (const auto& d : outcome.domains) by_name[d.domain] = d;
+  EXPECT_EQ(by_name["a.example"].result, "applied");
+  EXPECT_EQ(by_name["b.example"].result, "failed");
+  EXPECT_NE(by_name["b.example"].message.find("domains/b.example"),
+            std::string::npos)
+      << by_name["b.example"].message;
+  EXPECT_NE(read_text(credential("a.example")).find(":2600"),
+            std::string::npos);
+  EXPECT_EQ(outcome.report.written,
+            std::vector<std::string>{"domains/a.example/smtp_relay.conf"});
+  EXPECT_TRUE(fs::is_empty(outside));
+}
+
+// Verifies that keep_generations bounds the generations on disk after more
+// snippet changes than that, keeping the live one and the newest, and that
+// a pinned generation is kept however old it gets: the live one after a
+// rollback, or one a rollback pinned before Exim failed to come back on it
+// (that pin is written here as the rollback writes it).
+TEST_F(EngineTest, PruneKeepsTheLiveTheNewestAndThePinnedGeneration) {
+  relay_domain("alice", "a.example");
+  config_.keep_generations = 3;
+  auto snippet_change = [&](int timeout_s, bool release_pin = false) {
+    config_.connect_timeout = std::chrono::seconds(timeout_s);
+    Engine engine(config_);
+    auto outcome = engine.resync({.release_pin = release_pin});
+    EXPECT_TRUE(outcome.report.ok())
+        << ::testing::PrintToString(outcome.report.errors);
+    return engine.generations();
+  };
+  auto live = [&] { return fs::read_symlink(out_ / "current").string(); };
+  using Gens = std::vector<unsigned long>;
+  for (int i = 1; i <= 4; ++i) snippet_change(10 + i);
+  EXPECT_EQ(snippet_change(15), (Gens{3, 4, 5}));  // keep + 2 applies
+
+  Engine engine(config_);
+  ASSERT_TRUE(engine.rollback(3).report.ok());
+  EXPECT_EQ(snippet_change(16), (Gens{3, 4, 5}));  // the pin holds
+  EXPECT_EQ(live(), "generations/3");
+  EXPECT_EQ(snippet_change(17, true), (Gens{4, 5, 6}));
+  EXPECT_EQ(live(), "generations/6");
+
+  write_text(out_ / "pinned", "4\n");
+  EXPECT_EQ(snippet_change(18), (Gens{4, 6, 7}));
+  EXPECT_EQ(snippet_change(19), (Gens{4, 7, 8}));
+  EXPECT_EQ(live(), "generations/8");
 }
 
 }  // namespace

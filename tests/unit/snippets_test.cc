@@ -193,6 +193,18 @@ class DataCheckTest : public CandidateTest {
             relay_.password};
   }
 
+  // Routes example.com to host:port and asks the probe whether Exim
+  // routes it to `expected` ("host:port").
+  candidate::CheckResult probe(const std::string& host, int port,
+                               const std::string& expected) {
+    relay_.host = host;
+    relay_.port = port;
+    write_text(file_, render::render_credential_file("example.com", relay_));
+    return checker().check_route(
+        gen_, out_,
+        {"example.com", "havenoro_relay", "havenoro_relay_smtp", expected});
+  }
+
   fs::path gen_;
   fs::path file_;
   panel::RelaySettings relay_;
@@ -225,10 +237,84 @@ TEST_F(DataCheckTest, F01_RouteProbeFindsTheRelay) {
   route.host_port = "127.0.0.1:465";
   auto bad = checker().check_route(gen_, out_, route);
   EXPECT_FALSE(bad.ok);
-  EXPECT_NE(bad.message.find("port=465"), std::string::npos) << bad.message;
+  EXPECT_NE(bad.message.find("expected port=465"), std::string::npos)
+      << bad.message;
 
   candidate::ExpectedRoute none{"other.example", "", "", ""};
   EXPECT_TRUE(checker().check_route(gen_, out_, none).ok);
+}
+
+// Verifies that the probe compares ports as numbers: a port whose digits
+// begin or contain the expected one is another port.
+TEST_F(DataCheckTest, RouteProbeChecksThePortExactly) {
+  EXPECT_TRUE(probe("127.0.0.1", 2525, "127.0.0.1:2525").ok);
+  for (const char* expected : {"127.0.0.1:25", "127.0.0.1:252"}) {
+    auto bad = probe("127.0.0.1", 2525, expected);
+    EXPECT_FALSE(bad.ok) << expected;
+    EXPECT_NE(bad.message.find("port=2525"), std::string::npos) << bad.message;
+  }
+  auto bad = probe("127.0.0.1", 25, "127.0.0.1:2525");
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("expected port=2525"), std::string::npos)
+      << bad.message;
+}
+
+// Verifies that the probe checks the host Exim routes to: another address,
+// or an address that is not the expected name's, fails and names both; a
+// name in another case or an IPv6 address in another spelling passes.
+TEST_F(DataCheckTest, RouteProbeChecksTheHost) {
+  auto bad = probe("127.0.0.2", 2587, "127.0.0.1:2587");
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("expected host 127.0.0.1 port=2587"),
+            std::string::npos)
+      << bad.message;
+  EXPECT_NE(bad.message.find("127.0.0.2"), std::string::npos) << bad.message;
+
+  // The name resolves (from /etc/hosts) to 127.0.0.1, not to 127.0.0.2.
+  EXPECT_FALSE(probe("127.0.0.2", 2587, "localhost:2587").ok);
+  EXPECT_TRUE(probe("localhost", 2587, "LOCALHOST:2587").ok);
+  EXPECT_TRUE(probe("::1", 2587, "[0:0::1]:2587").ok);
+  EXPECT_FALSE(probe("::1", 2587, "[::2]:2587").ok);
+}
+
+// Verifies the reading of `exim -bt` output as Exim 4.96 prints it: names
+// and addresses padded, one line per address, the name the resolver
+// returned (here a CNAME's target), and a relay that does not resolve.
+TEST_F(DataCheckTest, RouteReportReadsEximsLines) {
+  auto r = candidate::parse_route_report(
+      "probe@havenoro-probe.invalid\n"
+      "  router = havenoro_relay, transport = havenoro_relay_smtp\n"
+      "  host Canonical.Test [::1]       port=587\n"
+      "  host Canonical.Test [127.0.0.6] port=587\n");
+  EXPECT_EQ(r.router, "havenoro_relay");
+  EXPECT_EQ(r.transport, "havenoro_relay_smtp");
+  ASSERT_EQ(r.hosts.size(), 2u);
+  EXPECT_EQ(r.hosts[0].name, "Canonical.Test");
+  EXPECT_EQ(r.hosts[0].address, "::1");
+  EXPECT_EQ(r.hosts[1].address, "127.0.0.6");
+  EXPECT_EQ(r.hosts[1].port, 587);
+
+  auto none = candidate::parse_route_report(
+      "probe@havenoro-probe.invalid cannot be resolved at this time: lookup "
+      "of host \"smtp.example.net\" failed in havenoro_default router\n");
+  EXPECT_EQ(none.router, "");
+  EXPECT_TRUE(none.hosts.empty());
+  EXPECT_EQ(none.unresolved_host, "smtp.example.net");
+  EXPECT_EQ(none.unresolved_router, "havenoro_default");
+}
+
+// Verifies that a relay name that does not resolve passes only when Exim
+// names that host in the expected router.
+TEST_F(DataCheckTest, UnresolvedRelayPassesOnlyForItsOwnHost) {
+  EXPECT_TRUE(probe("relay.havenoro-test.invalid", 587,
+                    "relay.havenoro-test.invalid:587")
+                  .ok);
+  auto bad = probe("relay.havenoro-test.invalid", 587,
+                   "other.havenoro-test.invalid:587");
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("expected router = havenoro_relay"),
+            std::string::npos)
+      << bad.message;
 }
 
 // Verifies that a loopback relay is refused by the routing probe when

@@ -3,6 +3,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "havenoro_relay/apply/live_files.h"
@@ -18,7 +19,9 @@ struct ApplyScope {
   bool everything = true;         ///< every domain and the server relay
   std::set<std::string> domains;  ///< otherwise: these domains ...
   bool server = false;            ///< ... and the server-wide relay if set
-  /// Remove relay domains even when most of them vanish at once.
+  /// Remove relay domains even when most of them vanish at once (see
+  /// DaemonConfig::mass_removal_percent); otherwise such a removal is
+  /// held back, in a full apply as in one of a few domains.
   bool confirm_removals = false;
   /// For `everything`: the domains whose settings changed since the last
   /// apply, when known. If the output directory is then exactly as the
@@ -38,14 +41,32 @@ struct ApplyReport {
   bool reloaded = false;         ///< Exim was signalled and came back
   bool pinned = false;     ///< snippet changes held: a rollback is in force
   std::string exim_state;  ///< what the reload found, when it ran
+  /// Exim's main log, when a reload or restart was confirmed without it
+  /// (it could not be read): only pid and port confirmed it.
+  std::string exim_log_unread;
   std::vector<std::string> written;  ///< files written, relative paths
   std::vector<std::string> removed;  ///< files or directories removed
   std::vector<std::string> errors;   ///< why the apply failed, if it did
+  /// The errors of `errors` that concern one file only (a planted
+  /// symlink, a DKIM key that changed while it was applied), with its
+  /// relative path: only that file's domain failed, the other files of
+  /// the apply went live.
+  std::vector<std::pair<std::string, std::string>> path_errors;
   /// What was left undone on purpose (a mass removal waiting for a
   /// confirmation); the rest of the apply went live.
   std::vector<std::string> held_back;
+  /// The domains whose removal is held back.
+  std::set<std::string> held_domains;
 
   bool ok() const { return errors.empty(); }
+  /// True when an error concerns the whole apply (Exim rejected the
+  /// candidate or did not come back, a removal stopped), not one file.
+  bool failed_whole() const { return errors.size() > path_errors.size(); }
+  /// Notes an error that concerns the file at `path` only.
+  void path_failed(const std::string& path, std::string message) {
+    errors.push_back(message);
+    path_errors.emplace_back(path, std::move(message));
+  }
   bool unchanged() const {
     return ok() && !new_generation && written.empty() && removed.empty();
   }

@@ -32,6 +32,28 @@ struct ExpectedRoute {
   std::string host_port;  ///< "host:port" as in the credential file
 };
 
+/// One host line of `exim -bt`: `  host NAME [ADDRESS] port=N`.
+struct RoutedHost {
+  std::string name;  ///< as Exim resolved it: a CNAME's target, say
+  std::string address;
+  int port = 0;  ///< 0: Exim printed no port
+};
+
+/// What `exim -bt` printed for one address.
+struct RouteReport {
+  std::string router;  ///< empty when the address was not routed
+  std::string transport;
+  std::vector<RoutedHost> hosts;
+  /// From "cannot be resolved at this time: lookup of host "H" failed in
+  /// R router" (a relay whose name does not resolve right now): H and R.
+  std::string unresolved_host;
+  std::string unresolved_router;
+};
+
+/// Reads the output of `exim -bt` for one address. Exim pads host names
+/// and addresses with blanks to line them up; any number is accepted.
+RouteReport parse_route_report(const std::string& text);
+
 /// Checks a candidate generation with the real Exim before it goes live.
 /// Exim is pointed at the server's own main configuration, with the
 /// HAVENORO_GENERATION macro naming the candidate's directory, so every
@@ -54,7 +76,12 @@ class EximChecker {
                             const std::vector<ExpectedRelay>& relays) const;
 
   /// `exim -bt` with a sender of the domain: the router, transport, host
-  /// and port Exim chooses for a remote recipient.
+  /// and port Exim chooses for a remote recipient. Every host line must
+  /// have exactly the expected port, and the expected host: the same IP
+  /// address, the same name in any case, or (when Exim followed a CNAME
+  /// or qualified the name) the name or an address the resolver gives
+  /// for the expected host. A relay name that does not resolve right now
+  /// passes when Exim names that host and the expected router.
   CheckResult check_route(const std::filesystem::path& generation_dir,
                           const std::filesystem::path& data_dir,
                           const ExpectedRoute& expected) const;

@@ -22,13 +22,29 @@ struct DaemonConfig {
   std::string exim_probe_address = "127.0.0.1:25";
   std::string exim_group = "Debian-exim";
   std::chrono::seconds reload_timeout{10};
-  std::vector<std::string> exim_reload_command;   ///< empty: SIGHUP
-  std::vector<std::string> exim_restart_command;  ///< empty: none
+  std::vector<std::string> exim_reload_command;  ///< empty: SIGHUP
+  /// Empty: systemctl restart exim4.service under systemd, else Exim's
+  /// daemon started from exim_binary and exim_config (restart_exim).
+  std::vector<std::string> exim_restart_command;
   std::string tls_ca_certificates = "system";
   bool allow_private_relays = false;
   std::chrono::seconds connect_timeout{15};
   std::chrono::seconds command_timeout{30};
   int keep_generations = 5;
+  /// An apply that would remove more than this share (percent) of the
+  /// live relay domains at once holds the removal back ...
+  int mass_removal_percent = 50;
+  /// ... when at least this many relay domains are live.
+  int mass_removal_min_domains = 10;
+  /// A held-back removal goes through when this many further full
+  /// resyncs find the same domains gone; 0: only when confirmed.
+  int mass_removal_confirm_resyncs = 0;
+
+  // The Test button (relay-test): each step of the probe, the whole probe,
+  // and following a test message in Exim's log.
+  std::chrono::seconds probe_step_timeout{5};
+  std::chrono::seconds probe_timeout{15};
+  std::chrono::seconds test_message_timeout{15};
 
   // The long-running daemon.
   std::filesystem::path control_socket = "/run/havenoro-relayd/control.sock";

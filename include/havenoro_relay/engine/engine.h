@@ -24,7 +24,8 @@ using Clock = std::chrono::system_clock;
 /// What happened to one domain in an apply, as reconcile reports it.
 struct DomainOutcome {
   std::string domain;
-  /// "applied", "unchanged", "rejected", "removed" or "failed".
+  /// "applied", "unchanged", "rejected", "removed", "held_back" (its
+  /// removal waits for a confirmation) or "failed".
   std::string result;
   std::string route;    ///< "relay", "default", "suspended", "" when gone
   std::string message;  ///< the reason for rejected or failed; no secret
@@ -39,8 +40,10 @@ struct ApplyOutcome {
   std::vector<DomainOutcome> domains;  ///< domains this apply looked at
   std::vector<std::string> problems;   ///< one line each, rejected settings
 
-  /// "applied", "unchanged", "rejected" (something was left out) or
-  /// "failed" (nothing of the candidate went live).
+  /// "applied", "unchanged", "rejected" (something was left out or held
+  /// back) or "failed": nothing of the candidate went live, or, when
+  /// every error is one file's (report.failed_whole() false), the other
+  /// domains' files did.
   std::string result() const;
 };
 
@@ -143,10 +146,11 @@ class Engine {
       const std::set<std::string>& names, bool server, bool full,
       bool confirm_removals = false,
       std::optional<std::set<std::string>> changed = std::nullopt);
-  DomainOutcome outcome_of(const std::string& name,
-                           const apply::ApplyReport& report,
-                           const std::set<std::string>& touched) const;
-  void record_errors(const std::set<std::string>& names, bool server);
+  DomainOutcome outcome_of(
+      const std::string& name, const apply::ApplyReport& report,
+      const std::set<std::string>& touched,
+      const std::map<std::string, std::vector<std::string>>& failed) const;
+  bool record_errors(const std::set<std::string>& names, bool server);
   nlohmann::json domain_json(const std::string& name) const;
   nlohmann::json live_route(const std::string& name) const;
   void note_exim(const ApplyOutcome& outcome);
@@ -176,7 +180,9 @@ class Engine {
   bool pending_server_ = false;
   bool pending_full_ = false;
 
-  // Errors by domain ("" = server-wide relay), with when first seen.
+  // Errors by domain ("" = server-wide relay), with when first seen; kept
+  // in the output directory too, so that a restart or a SIGHUP keeps the
+  // times. Only the applying thread changes it, under mutex_.
   std::map<std::string, std::pair<std::string, Clock::time_point>> errors_;
 
   std::optional<ApplyOutcome> last_apply_;

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <string>
 #include <vector>
@@ -26,7 +28,8 @@ ProcessResult run_process(const std::vector<std::string>& argv,
 /// Starts argv[0] with argv in its own session and does not wait for it:
 /// for work that may take long and must not hold up the caller, such as an
 /// Exim queue run. The child is re-parented to init, so no zombie stays.
-/// Throws std::system_error when the process cannot be started.
-void spawn_detached(const std::vector<std::string>& argv);
+/// Returns its pid, or -1 when argv[0] could not be started. Throws
+/// std::system_error when no process can be made.
+pid_t spawn_detached(const std::vector<std::string>& argv);
 
 }  // namespace havenoro::util
