@@ -12,6 +12,7 @@ namespace havenoro::daemon {
 namespace {
 
 using nlohmann::json;
+using AfterPanelChanges = std::function<void(std::function<void()>)>;
 
 // Arguments that cannot be used: the reply is kBadRequest.
 class ArgumentError : public std::runtime_error {
@@ -117,8 +118,8 @@ ApplyDone reply_when_done(ApplyLoop& loop,
 
 void reconcile(ApplyLoop& loop,
                const std::shared_ptr<ApplySummaries>& summaries,
-               const std::function<void()>& take_panel_changes,
-               const json& args, Responder respond) {
+               const AfterPanelChanges& after_panel_changes, const json& args,
+               Responder respond) {
   auto target = reconcile_target(args);
   bool wait = flag_argument(args, "wait");
   engine::Engine::ResyncOptions options{flag_argument(args, "confirm_removals"),
@@ -134,11 +135,17 @@ void reconcile(ApplyLoop& loop,
   }
   ApplyDone done;
   if (wait) done = reply_when_done(loop, summaries, target, respond);
-  if (take_panel_changes) take_panel_changes();
-  if (target.kind == ReconcileTarget::Kind::kAll) {
-    loop.resync(std::move(done));
+  auto queue = [&loop, target, done = std::move(done)]() mutable {
+    if (target.kind == ReconcileTarget::Kind::kAll) {
+      loop.resync(std::move(done));
+    } else {
+      loop.reconcile_domain(target.domain, std::move(done));
+    }
+  };
+  if (after_panel_changes) {
+    after_panel_changes(std::move(queue));
   } else {
-    loop.reconcile_domain(target.domain, std::move(done));
+    queue();
   }
   if (!wait) {
     respond(make_reply(Result::kSuccess,
@@ -158,6 +165,25 @@ Reply plan_reply(json plan) {
   return {passed ? Result::kSuccess : Result::kError, text, std::move(plan)};
 }
 
+Reply rollback_reply(engine::Engine& engine,
+                     std::optional<unsigned long> generation) {
+  auto outcome = engine.rollback(generation);
+  const auto& r = outcome.report;
+  json args = {{"generation", r.generation}, {"pinned", r.pinned},
+               {"reloaded", r.reloaded},     {"exim", r.exim_state},
+               {"errors", r.errors},         {"kept", engine.generations()}};
+  if (!r.ok()) {
+    return {Result::kError,
+            fmt::format("rollback failed: {}", fmt::join(r.errors, "; ")),
+            std::move(args)};
+  }
+  return {Result::kSuccess,
+          fmt::format("generation {} is live and pinned; a reconcile "
+                      "with release_pin renders the snippets again",
+                      r.generation),
+          std::move(args)};
+}
+
 void rollback(ApplyLoop& loop, const json& args, Responder respond) {
   std::optional<unsigned long> generation;
   if (auto it = args.find("generation"); it != args.end()) {
@@ -167,22 +193,14 @@ void rollback(ApplyLoop& loop, const json& args, Responder respond) {
     generation = it->get<unsigned long>();
   }
   loop.run([generation, respond](engine::Engine& engine) {
-    auto outcome = engine.rollback(generation);
-    const auto& r = outcome.report;
-    json args = {{"generation", r.generation}, {"pinned", r.pinned},
-                 {"reloaded", r.reloaded},     {"exim", r.exim_state},
-                 {"errors", r.errors},         {"kept", engine.generations()}};
-    if (!r.ok()) {
-      respond({Result::kError,
-               fmt::format("rollback failed: {}", fmt::join(r.errors, "; ")),
-               std::move(args)});
-      return;
+    try {
+      respond(rollback_reply(engine, generation));
+    } catch (const std::exception& e) {
+      // The output directory failed under the rollback (a planted
+      // symlink): the client hears it now, not after its timeout.
+      respond(make_reply(Result::kError,
+                         fmt::format("rollback failed: {}", e.what())));
     }
-    respond({Result::kSuccess,
-             fmt::format("generation {} is live and pinned; a reconcile "
-                         "with release_pin renders the snippets again",
-                         r.generation),
-             std::move(args)});
   });
 }
 
@@ -199,7 +217,7 @@ void config_test(ApplyLoop& loop, Responder respond) {
 }  // namespace
 
 CommandTable make_commands(ApplyLoop& loop, const DaemonInfo& info,
-                           std::function<void()> take_panel_changes) {
+                           AfterPanelChanges after_panel_changes) {
   auto status = std::make_shared<const StatusReply>(loop, info);
   auto summaries = std::make_shared<ApplySummaries>();
   return {
@@ -210,18 +228,17 @@ CommandTable make_commands(ApplyLoop& loop, const DaemonInfo& info,
       {"domain-get", checked([&loop](const json& a, Responder r) {
          domain_get(loop, a, r);
        })},
-      {"reconcile", checked([&loop, summaries, take_panel_changes](
+      {"reconcile", checked([&loop, summaries, after_panel_changes](
                                 const json& a, Responder r) {
-         reconcile(loop, summaries, take_panel_changes, a, r);
+         reconcile(loop, summaries, after_panel_changes, a, r);
        })},
       {"config-test",
        [&loop](const json&, Responder r) { config_test(loop, r); }},
       {"rollback",
        checked([&loop](const json& a, Responder r) { rollback(loop, a, r); })},
-      {"relay-test", checked([&loop](const json& a, Responder r) {
-         if (a.contains("domain")) domain_argument(a);
-         relay_test(loop, a, r);
-       })},
+      // relay-test checks its own arguments (server, timeout_s).
+      {"relay-test",
+       [&loop](const json& a, Responder r) { relay_test(loop, a, r); }},
   };
 }
 

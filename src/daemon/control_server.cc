@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <vector>
@@ -86,8 +87,9 @@ ControlServer::ControlServer(asio::io_context& io, fs::path path,
                              ControlLimits limits)
     : io_(io),
       path_(std::move(path)),
-      acceptor_(io),
-      retry_(io),
+      strand_(asio::make_strand(io)),
+      acceptor_(strand_),
+      retry_(strand_),
       commands_(std::make_shared<const CommandTable>(std::move(commands))),
       limits_(limits) {
   std::error_code ec;
@@ -102,7 +104,7 @@ ControlServer::ControlServer(asio::io_context& io, fs::path path,
     give_to_group(path_, group);
     acceptor_.listen();
   } catch (...) {
-    close();
+    shut();
     throw;
   }
   spdlog::info(LogEvent("control.listen")
@@ -113,8 +115,14 @@ ControlServer::ControlServer(asio::io_context& io, fs::path path,
   accept();
 }
 
+// By now no thread runs the io_context (it is stopped or being
+// destroyed), so nothing races the closing here.
 ControlServer::~ControlServer() {
-  close();
+  shut();
+}
+
+void ControlServer::set_limits(ControlLimits limits) {
+  asio::post(strand_, [this, limits] { limits_ = limits; });
 }
 
 void ControlServer::set_group(const std::string& group) {
@@ -122,26 +130,51 @@ void ControlServer::set_group(const std::string& group) {
 }
 
 size_t ControlServer::connections() const {
-  return sessions_.size();
+  std::lock_guard lock(sessions_->mutex);
+  return sessions_->open.size();
 }
 
-void ControlServer::close() {
-  if (!open_) return;
-  open_ = false;
+std::future<void> ControlServer::close() {
+  auto done = std::make_shared<std::promise<void>>();
+  auto future = done->get_future();
+  if (!open_) {
+    done->set_value();
+    return future;
+  }
+  // A client that finds no socket file knows at once the daemon is gone,
+  // whatever the threads below still have to do.
+  ::unlink(path_.c_str());
+  asio::post(strand_, [this, done] {
+    shut();
+    done->set_value();
+  });
+  return future;
+}
+
+// On the acceptor's strand (or with no thread running): each session is
+// closed on its own strand.
+void ControlServer::shut() {
+  if (!open_.exchange(false)) return;
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   retry_.cancel();
   std::vector<std::shared_ptr<ControlSession>> live;
-  for (auto& [raw, weak] : sessions_) {
-    if (auto s = weak.lock()) live.push_back(std::move(s));
+  {
+    std::lock_guard lock(sessions_->mutex);
+    for (auto& [raw, weak] : sessions_->open) {
+      if (auto s = weak.lock()) live.push_back(std::move(s));
+    }
+    sessions_->open.clear();
   }
-  for (auto& s : live) s->close();
-  sessions_.clear();
+  for (auto& s : live) s->close_soon();
   ::unlink(path_.c_str());
 }
 
+// Each connection gets a strand of its own: its reads, writes, timer and
+// replies never run at once, while other connections run beside it.
 void ControlServer::accept() {
   acceptor_.async_accept(
+      asio::make_strand(io_),
       [this](boost::system::error_code ec, stream::socket socket) {
         if (ec == asio::error::operation_aborted || !open_) return;
         if (!ec) {
@@ -162,7 +195,7 @@ void ControlServer::accept() {
 }
 
 void ControlServer::on_accept(stream::socket socket) {
-  if (sessions_.size() >= limits_.max_connections) {
+  if (connections() >= limits_.max_connections) {
     spdlog::warn(LogEvent("control.too_many_connections")
                      .add("limit", limits_.max_connections)
                      .str());
@@ -175,16 +208,20 @@ void ControlServer::on_accept(stream::socket socket) {
                 ignored);
     return;
   }
-  auto session = std::make_shared<ControlSession>(
-      std::move(socket), commands_, limits_,
-      [this](ControlSession* closed) { forget(closed); });
-  ControlSession* raw = session.get();
-  sessions_[raw] = session;
-  session->start();
-}
-
-void ControlServer::forget(ControlSession* session) {
-  sessions_.erase(session);
+  auto forget =
+      [weak = std::weak_ptr<Sessions>(sessions_)](ControlSession* closed) {
+        if (auto sessions = weak.lock()) {
+          std::lock_guard lock(sessions->mutex);
+          sessions->open.erase(closed);
+        }
+      };
+  auto session = std::make_shared<ControlSession>(std::move(socket), commands_,
+                                                  limits_, std::move(forget));
+  {
+    std::lock_guard lock(sessions_->mutex);
+    sessions_->open[session.get()] = session;
+  }
+  session->start_soon();
 }
 
 }  // namespace havenoro::daemon

@@ -33,8 +33,14 @@ ControlSession::ControlSession(Socket socket,
       buffer_(limits.max_request_bytes),
       timer_(socket_.get_executor()) {}
 
-void ControlSession::start() {
-  read_request();
+void ControlSession::start_soon() {
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this()] { self->read_request(); });
+}
+
+void ControlSession::close_soon() {
+  asio::post(socket_.get_executor(),
+             [self = shared_from_this()] { self->close(); });
 }
 
 void ControlSession::close() {

@@ -24,13 +24,15 @@ class ControlSession : public std::enable_shared_from_this<ControlSession> {
                  ControlLimits limits,
                  std::function<void(ControlSession*)> on_close);
 
-  /// Starts reading requests.
-  void start();
+  /// Starts reading requests, on the socket's strand.
+  void start_soon();
 
-  /// Closes the connection; pending replies are dropped.
-  void close();
+  /// Closes the connection on the socket's strand; pending replies are
+  /// dropped. From any thread.
+  void close_soon();
 
  private:
+  void close();
   void read_request();
   void on_read(const boost::system::error_code& ec, size_t bytes);
   void dispatch(const std::string& line);

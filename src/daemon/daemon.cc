@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
 #include <csignal>
 
 #include "havenoro_relay/daemon/control_commands.h"
@@ -14,6 +15,14 @@ namespace {
 // own, shorter, time limit): the watchdog stops hearing from us, and
 // systemd restarts the daemon.
 constexpr std::chrono::minutes kStuckApply{3};
+
+// Threads of the control socket: two let a round of status requests use
+// both cores of a small server while one thread waits for the CPU.
+constexpr int kControlThreads = 2;
+
+// How long a stop waits for the control threads to close every
+// connection before it goes on regardless.
+constexpr std::chrono::seconds kCloseWait{2};
 
 // How often Exim's main log is read for each domain's last delivery; a
 // person looking at `domain D` after a test message waits no longer.
@@ -54,9 +63,17 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
                                       std::move(observer));
   // Before the applying thread starts: the socket's creation sets the
   // process's umask for a moment.
+  // A reconcile comes after whatever the watcher saw before it: the
+  // watcher's thread hands that over first, then queues the request.
+  auto after_panel_changes = [this](std::function<void()> then) {
+    boost::asio::post(io_, [this, then = std::move(then)] {
+      take_panel_changes();
+      then();
+    });
+  };
   server_ = std::make_unique<ControlServer>(
-      io_, config_.control_socket, config_.control_socket_group,
-      make_commands(*loop_, info_, [this] { take_panel_changes(); }),
+      control_io_, config_.control_socket, config_.control_socket_group,
+      make_commands(*loop_, info_, std::move(after_panel_changes)),
       control_limits(config_));
   // Watching starts before the first resync reads the tree, so nothing
   // saved meanwhile falls between the two.
@@ -64,26 +81,42 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
 }
 
 Daemon::~Daemon() {
+  stop_control_threads();
   loop_->stop();
   close_watcher();
 }
 
 int Daemon::run() {
   loop_->start();
+  start_control_threads();
   wait_signal();
   schedule_resync();
   schedule_watchdog();
   schedule_delivery_poll();
-  // One thread serves the socket, inotify and the timers. TODO(#7): a
-  // second one for the socket, so that status requests keep their pace
-  // while an apply's Exim processes take the cores.
   io_.run();
   // The apply running now finishes (an apply is never cut in half); what
   // is still queued is dropped, to be found again by the next start's
   // resync.
   loop_->stop();
+  stop_control_threads();
   spdlog::info(LogEvent("daemon.stopped").str());
   return 0;
+}
+
+void Daemon::start_control_threads() {
+  control_work_.emplace(control_io_.get_executor());
+  for (int i = 0; i < kControlThreads; ++i) {
+    control_threads_.emplace_back([this] { control_io_.run(); });
+  }
+}
+
+// Connections are closed by now (stop); replies still on their way are
+// dropped with the io_context.
+void Daemon::stop_control_threads() {
+  control_work_.reset();
+  control_io_.stop();
+  for (auto& t : control_threads_) t.join();
+  control_threads_.clear();
 }
 
 void Daemon::wait_signal() {
@@ -107,7 +140,7 @@ void Daemon::stop(const char* why) {
   watchdog_timer_.cancel();
   delivery_timer_.cancel();
   close_watcher();
-  server_->close();
+  server_->close().wait_for(kCloseWait);
   io_.stop();
 }
 

@@ -10,10 +10,12 @@ namespace havenoro::daemon {
 /// domain-list, domain-get, reconcile, config-test and version-get. Reads
 /// go to the Engine's thread-safe status; reconcile and config-test are
 /// queued for the applying thread and answer when it is done. `loop` and
-/// `info` must outlive the table. `take_panel_changes` (may be empty) is
-/// called before a reconcile is queued: it hands the applying thread what
-/// the watcher saw until then, which the request comes after.
-CommandTable make_commands(ApplyLoop& loop, const DaemonInfo& info,
-                           std::function<void()> take_panel_changes = {});
+/// `info` must outlive the table. `after_panel_changes` (may be empty)
+/// is given each reconcile before it is queued, to run it once the
+/// applying thread has what the watcher saw until then, which the request
+/// comes after; the watcher lives on another thread than the socket.
+CommandTable make_commands(
+    ApplyLoop& loop, const DaemonInfo& info,
+    std::function<void(std::function<void()>)> after_panel_changes = {});
 
 }  // namespace havenoro::daemon

@@ -1,13 +1,17 @@
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -39,8 +43,10 @@ struct ControlLimits {
 
 /// The control socket: a Unix stream socket, one JSON request per line
 /// and one JSON reply per line (docs/control-protocol.md). Runs on the
-/// io_context's thread; a handler that needs the applying thread answers
-/// later, so no client ever blocks another or the applies.
+/// threads of its io_context, any number: each connection has its own
+/// strand, so clients are answered side by side; a handler that needs the
+/// applying thread answers later, so no client ever blocks another or the
+/// applies. Handlers must be safe to call from several threads at once.
 class ControlServer {
  public:
   /// Creates the socket at `path` (its directory too, if missing), mode
@@ -57,14 +63,16 @@ class ControlServer {
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
-  /// Limits for connections accepted from now on.
-  void set_limits(ControlLimits limits) { limits_ = limits; }
+  /// Limits for connections accepted from now on. From any thread.
+  void set_limits(ControlLimits limits);
 
   /// Gives the socket to another group. Throws std::system_error.
   void set_group(const std::string& group);
 
-  /// Stops accepting, closes every connection and removes the socket.
-  void close();
+  /// Removes the socket at once, then stops accepting and closes every
+  /// connection on the server's own threads; the future says when that
+  /// is done. From any thread; closing again is harmless.
+  std::future<void> close();
 
   const std::filesystem::path& path() const { return path_; }
 
@@ -72,18 +80,28 @@ class ControlServer {
   size_t connections() const;
 
  private:
+  using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
+
   void accept();
   void on_accept(boost::asio::local::stream_protocol::socket socket);
-  void forget(ControlSession* session);
+  void shut();
 
   boost::asio::io_context& io_;
   std::filesystem::path path_;
+  Strand strand_;  ///< the acceptor's, the retry timer's, and limits_'s
   boost::asio::local::stream_protocol::acceptor acceptor_;
   boost::asio::steady_timer retry_;
   std::shared_ptr<const CommandTable> commands_;
   ControlLimits limits_;
-  std::map<ControlSession*, std::weak_ptr<ControlSession>> sessions_;
-  bool open_ = false;
+  std::atomic<bool> open_{false};
+
+  /// The open connections. Shared with them: a connection ends on its own
+  /// strand, possibly after the server has gone.
+  struct Sessions {
+    std::mutex mutex;
+    std::map<ControlSession*, std::weak_ptr<ControlSession>> open;
+  };
+  std::shared_ptr<Sessions> sessions_ = std::make_shared<Sessions>();
 };
 
 /// The gid of a group name, for the socket's owner. Throws

@@ -1,12 +1,16 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <filesystem>
 #include <memory>
+#include <optional>
+#include <thread>
+#include <vector>
 
 #include "havenoro_relay/config/daemon_config.h"
 #include "havenoro_relay/daemon/apply_loop.h"
@@ -21,8 +25,9 @@ namespace havenoro::daemon {
 /// The long-running daemon: watches the panel tree, applies what changes
 /// on one applying thread, answers the control socket, resyncs the whole
 /// tree at start and every resync_interval, re-reads its configuration on
-/// SIGHUP and stops cleanly on SIGTERM or SIGINT. Everything but the
-/// applies runs on one io_context thread.
+/// SIGHUP and stops cleanly on SIGTERM or SIGINT. The watcher, signals and
+/// timers run on one thread; the control socket on two of its own, so that
+/// status requests keep their pace whatever else the daemon does.
 class Daemon {
  public:
   /// Opens the control socket and starts watching; nothing is applied
@@ -39,6 +44,8 @@ class Daemon {
   int run();
 
  private:
+  void start_control_threads();
+  void stop_control_threads();
   void wait_signal();
   void reload();
   void stop(const char* why);
@@ -58,6 +65,11 @@ class Daemon {
   config::DaemonConfig config_;
 
   boost::asio::io_context io_;
+  boost::asio::io_context control_io_;
+  std::optional<
+      boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>
+      control_work_;
+  std::vector<std::thread> control_threads_;
   boost::asio::signal_set signals_;
   boost::asio::steady_timer resync_timer_;
   boost::asio::steady_timer watchdog_timer_;
