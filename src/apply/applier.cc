@@ -1,6 +1,7 @@
 #include "havenoro_relay/apply/applier.h"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -542,13 +543,22 @@ std::vector<candidate::ExpectedRoute> route_probes(
   return probes;
 }
 
-// Runs the checks a few at a time, one Exim process each, and returns the
-// first failure in the order given (or success).
+// How much lower the checks' Exim processes run than the rest of the
+// server: a check is the daemon's own background work, and on a busy
+// server the mail Exim delivers and the panel's status requests come
+// first. When the cores are free it changes nothing.
+constexpr int kCheckNice = 10;
+
+// Runs the checks a few at a time, one Exim process each, on threads that
+// run at kCheckNice (a thread's nice value on Linux is its own, and the
+// processes it starts inherit it), and returns the first failure in the
+// order given (or success).
 candidate::CheckResult run_checks(
     std::vector<std::function<candidate::CheckResult()>> checks) {
   std::vector<candidate::CheckResult> results(checks.size());
   std::atomic<size_t> next{0};
   auto worker = [&] {
+    ::setpriority(PRIO_PROCESS, 0, kCheckNice);  // only this thread
     for (size_t i; (i = next++) < checks.size();) {
       try {
         results[i] = checks[i]();
@@ -559,10 +569,9 @@ candidate::CheckResult run_checks(
   };
   unsigned width = std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
   std::vector<std::thread> threads;
-  for (unsigned t = 1; t < width && t < checks.size(); ++t) {
+  for (unsigned t = 0; t < width && t < checks.size(); ++t) {
     threads.emplace_back(worker);
   }
-  worker();
   for (auto& t : threads) t.join();
   for (auto& r : results) {
     if (!r.ok) return r;

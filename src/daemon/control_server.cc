@@ -1,5 +1,6 @@
 #include "havenoro_relay/daemon/control_server.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
@@ -82,29 +83,52 @@ unsigned group_id(const std::string& group) {
   return found->gr_gid;
 }
 
+// One thread's io_context, with its acceptor and its own copy of the
+// limits (read there only, changed there by a post).
+struct ControlServer::Lane {
+  explicit Lane(asio::io_context& io) : io(io), acceptor(io), retry(io) {}
+  asio::io_context& io;
+  stream::acceptor acceptor;
+  asio::steady_timer retry;
+  ControlLimits limits;
+};
+
 ControlServer::ControlServer(asio::io_context& io, fs::path path,
                              const std::string& group, CommandTable commands,
                              ControlLimits limits)
-    : io_(io),
-      path_(std::move(path)),
-      strand_(asio::make_strand(io)),
-      acceptor_(strand_),
-      retry_(strand_),
-      commands_(std::make_shared<const CommandTable>(std::move(commands))),
-      limits_(limits) {
+    : ControlServer(std::vector<asio::io_context*>{&io}, std::move(path), group,
+                    std::move(commands), limits) {}
+
+ControlServer::ControlServer(std::vector<asio::io_context*> lanes,
+                             fs::path path, const std::string& group,
+                             CommandTable commands, ControlLimits limits)
+    : path_(std::move(path)),
+      commands_(std::make_shared<const CommandTable>(std::move(commands))) {
+  for (auto* io : lanes) {
+    lanes_.push_back(std::make_unique<Lane>(*io));
+    lanes_.back()->limits = limits;
+  }
   std::error_code ec;
   if (fs::create_directories(path_.parent_path(), ec)) {
     fs::permissions(path_.parent_path(), fs::perms(0755), ec);
   }
-  clear_stale_socket(io_, path_);
-  acceptor_.open(stream());
-  bind_private(acceptor_, path_);
+  auto& first = lanes_.front()->acceptor;
+  clear_stale_socket(lanes_.front()->io, path_);
+  first.open(stream());
+  bind_private(first, path_);
   open_ = true;
   try {
     give_to_group(path_, group);
-    acceptor_.listen();
+    first.listen();
+    // The other lanes wait on copies of the listening descriptor: the
+    // kernel hands each connection to one of them.
+    for (size_t i = 1; i < lanes_.size(); ++i) {
+      int fd = ::fcntl(first.native_handle(), F_DUPFD_CLOEXEC, 0);
+      if (fd < 0) throw util::errno_error("dup", path_.string());
+      lanes_[i]->acceptor.assign(stream(), fd);
+    }
   } catch (...) {
-    shut();
+    for (auto& lane : lanes_) shut(*lane);
     throw;
   }
   spdlog::info(LogEvent("control.listen")
@@ -112,17 +136,18 @@ ControlServer::ControlServer(asio::io_context& io, fs::path path,
                    .add("group", group)
                    .add("mode", "0660")
                    .str());
-  accept();
+  for (auto& lane : lanes_) accept(*lane);
 }
 
-// By now no thread runs the io_context (it is stopped or being
-// destroyed), so nothing races the closing here.
 ControlServer::~ControlServer() {
-  shut();
+  for (auto& lane : lanes_) shut(*lane);
+  ::unlink(path_.c_str());
 }
 
 void ControlServer::set_limits(ControlLimits limits) {
-  asio::post(strand_, [this, limits] { limits_ = limits; });
+  for (auto& lane : lanes_) {
+    asio::post(lane->io, [l = lane.get(), limits] { l->limits = limits; });
+  }
 }
 
 void ControlServer::set_group(const std::string& group) {
@@ -137,67 +162,75 @@ size_t ControlServer::connections() const {
 std::future<void> ControlServer::close() {
   auto done = std::make_shared<std::promise<void>>();
   auto future = done->get_future();
-  if (!open_) {
+  if (!open_.exchange(false)) {
     done->set_value();
     return future;
   }
   // A client that finds no socket file knows at once the daemon is gone,
-  // whatever the threads below still have to do.
+  // whatever the lanes still have to do.
   ::unlink(path_.c_str());
-  asio::post(strand_, [this, done] {
-    shut();
-    done->set_value();
-  });
+  auto left = std::make_shared<std::atomic<size_t>>(lanes_.size());
+  for (auto& lane : lanes_) {
+    asio::post(lane->io, [this, l = lane.get(), done, left] {
+      shut(*l);
+      if (--*left == 0) done->set_value();
+    });
+  }
   return future;
 }
 
-// On the acceptor's strand (or with no thread running): each session is
-// closed on its own strand.
-void ControlServer::shut() {
-  if (!open_.exchange(false)) return;
+// On the lane's thread (or with no thread running): stops its acceptor
+// and closes the connections it accepted.
+void ControlServer::shut(Lane& lane) {
   boost::system::error_code ignored;
-  acceptor_.close(ignored);
-  retry_.cancel();
+  lane.acceptor.close(ignored);
+  lane.retry.cancel();
   std::vector<std::shared_ptr<ControlSession>> live;
   {
     std::lock_guard lock(sessions_->mutex);
-    for (auto& [raw, weak] : sessions_->open) {
-      if (auto s = weak.lock()) live.push_back(std::move(s));
+    for (auto it = sessions_->open.begin(); it != sessions_->open.end();) {
+      auto s = it->second.lock();
+      if (s && &s->io() != &lane.io) {
+        ++it;
+        continue;
+      }
+      if (s) live.push_back(std::move(s));
+      it = sessions_->open.erase(it);
     }
-    sessions_->open.clear();
   }
-  for (auto& s : live) s->close_soon();
-  ::unlink(path_.c_str());
+  for (auto& s : live) s->close();
 }
 
-// Each connection gets a strand of its own: its reads, writes, timer and
-// replies never run at once, while other connections run beside it.
-void ControlServer::accept() {
-  acceptor_.async_accept(
-      asio::make_strand(io_),
-      [this](boost::system::error_code ec, stream::socket socket) {
-        if (ec == asio::error::operation_aborted || !open_) return;
+void ControlServer::accept(Lane& lane) {
+  lane.acceptor.async_accept(
+      [this, &lane](boost::system::error_code ec, stream::socket socket) {
+        if (ec == asio::error::operation_aborted || !lane.acceptor.is_open())
+          return;
         if (!ec) {
-          on_accept(std::move(socket));
-          accept();
+          on_accept(lane, std::move(socket));
+          accept(lane);
           return;
         }
-        // Out of descriptors, most likely: say so, keep serving the
-        // connections that are open and try again in a moment rather
-        // than spin.
+        // Out of descriptors, most likely; or another lane took the
+        // connection first (EAGAIN): keep serving the connections that
+        // are open and try again, in a moment if it was an error.
+        if (ec == asio::error::would_block || ec == asio::error::try_again) {
+          accept(lane);
+          return;
+        }
         spdlog::warn(
             LogEvent("control.accept_failed").add("error", ec.message()).str());
-        retry_.expires_after(std::chrono::milliseconds(200));
-        retry_.async_wait([this](boost::system::error_code wait_ec) {
-          if (!wait_ec && open_) accept();
+        lane.retry.expires_after(std::chrono::milliseconds(200));
+        lane.retry.async_wait([this, &lane](boost::system::error_code wait_ec) {
+          if (!wait_ec && lane.acceptor.is_open()) accept(lane);
         });
       });
 }
 
-void ControlServer::on_accept(stream::socket socket) {
-  if (connections() >= limits_.max_connections) {
+void ControlServer::on_accept(Lane& lane, stream::socket socket) {
+  if (connections() >= lane.limits.max_connections) {
     spdlog::warn(LogEvent("control.too_many_connections")
-                     .add("limit", limits_.max_connections)
+                     .add("limit", lane.limits.max_connections)
                      .str());
     // A fresh socket's send buffer is empty: this write cannot block.
     boost::system::error_code ignored;
@@ -215,13 +248,13 @@ void ControlServer::on_accept(stream::socket socket) {
           sessions->open.erase(closed);
         }
       };
-  auto session = std::make_shared<ControlSession>(std::move(socket), commands_,
-                                                  limits_, std::move(forget));
+  auto session = std::make_shared<ControlSession>(
+      std::move(socket), commands_, lane.limits, std::move(forget));
   {
     std::lock_guard lock(sessions_->mutex);
     sessions_->open[session.get()] = session;
   }
-  session->start_soon();
+  session->start();
 }
 
 }  // namespace havenoro::daemon

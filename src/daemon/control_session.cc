@@ -26,21 +26,17 @@ ControlSession::ControlSession(Socket socket,
                                std::shared_ptr<const CommandTable> commands,
                                ControlLimits limits,
                                std::function<void(ControlSession*)> on_close)
-    : socket_(std::move(socket)),
+    : io_(static_cast<asio::io_context&>(
+          asio::query(socket.get_executor(), asio::execution::context))),
+      socket_(std::move(socket)),
       commands_(std::move(commands)),
       limits_(limits),
       on_close_(std::move(on_close)),
       buffer_(limits.max_request_bytes),
       timer_(socket_.get_executor()) {}
 
-void ControlSession::start_soon() {
-  asio::post(socket_.get_executor(),
-             [self = shared_from_this()] { self->read_request(); });
-}
-
-void ControlSession::close_soon() {
-  asio::post(socket_.get_executor(),
-             [self = shared_from_this()] { self->close(); });
+void ControlSession::start() {
+  read_request();
 }
 
 void ControlSession::close() {

@@ -24,21 +24,24 @@ class ControlSession : public std::enable_shared_from_this<ControlSession> {
                  ControlLimits limits,
                  std::function<void(ControlSession*)> on_close);
 
-  /// Starts reading requests, on the socket's strand.
-  void start_soon();
+  /// Starts reading requests.
+  void start();
 
-  /// Closes the connection on the socket's strand; pending replies are
-  /// dropped. From any thread.
-  void close_soon();
+  /// Closes the connection; pending replies are dropped. On the thread
+  /// of the socket's io_context.
+  void close();
+
+  /// The io_context the connection runs on.
+  boost::asio::io_context& io() const { return io_; }
 
  private:
-  void close();
   void read_request();
   void on_read(const boost::system::error_code& ec, size_t bytes);
   void dispatch(const std::string& line);
   void send(const Reply& reply, bool then_close);
   void arm_timer();
 
+  boost::asio::io_context& io_;
   Socket socket_;
   std::shared_ptr<const CommandTable> commands_;
   ControlLimits limits_;

@@ -16,8 +16,8 @@ namespace {
 // systemd restarts the daemon.
 constexpr std::chrono::minutes kStuckApply{3};
 
-// Threads of the control socket: two let a round of status requests use
-// both cores of a small server while one thread waits for the CPU.
+// Threads of the control socket, each with its own io_context: a round of
+// status requests from many clients uses both cores of a small server.
 constexpr int kControlThreads = 2;
 
 // How long a stop waits for the control threads to close every
@@ -71,8 +71,13 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
       then();
     });
   };
+  std::vector<boost::asio::io_context*> lanes;
+  for (int i = 0; i < kControlThreads; ++i) {
+    control_ios_.push_back(std::make_unique<boost::asio::io_context>(1));
+    lanes.push_back(control_ios_.back().get());
+  }
   server_ = std::make_unique<ControlServer>(
-      control_io_, config_.control_socket, config_.control_socket_group,
+      std::move(lanes), config_.control_socket, config_.control_socket_group,
       make_commands(*loop_, info_, std::move(after_panel_changes)),
       control_limits(config_));
   // Watching starts before the first resync reads the tree, so nothing
@@ -104,17 +109,17 @@ int Daemon::run() {
 }
 
 void Daemon::start_control_threads() {
-  control_work_.emplace(control_io_.get_executor());
-  for (int i = 0; i < kControlThreads; ++i) {
-    control_threads_.emplace_back([this] { control_io_.run(); });
+  for (auto& io : control_ios_) {
+    control_work_.emplace_back(io->get_executor());
+    control_threads_.emplace_back([io = io.get()] { io->run(); });
   }
 }
 
 // Connections are closed by now (stop); replies still on their way are
 // dropped with the io_context.
 void Daemon::stop_control_threads() {
-  control_work_.reset();
-  control_io_.stop();
+  control_work_.clear();
+  for (auto& io : control_ios_) io->stop();
   for (auto& t : control_threads_) t.join();
   control_threads_.clear();
 }

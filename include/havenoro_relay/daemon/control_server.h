@@ -4,7 +4,6 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -14,6 +13,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "havenoro_relay/daemon/control_protocol.h"
 
@@ -42,22 +42,30 @@ struct ControlLimits {
 };
 
 /// The control socket: a Unix stream socket, one JSON request per line
-/// and one JSON reply per line (docs/control-protocol.md). Runs on the
-/// threads of its io_context, any number: each connection has its own
-/// strand, so clients are answered side by side; a handler that needs the
-/// applying thread answers later, so no client ever blocks another or the
-/// applies. Handlers must be safe to call from several threads at once.
+/// and one JSON reply per line (docs/control-protocol.md). Each io_context
+/// given is a lane run by one thread: it accepts on its own copy of the
+/// listening descriptor and keeps the connections it accepted, so clients
+/// are answered side by side and a connection never changes threads. A
+/// handler that needs the applying thread answers later, so no client
+/// ever blocks another or the applies. Handlers must be safe to call from
+/// several threads at once.
 class ControlServer {
  public:
   /// Creates the socket at `path` (its directory too, if missing), mode
-  /// 0660, group `group`, and starts accepting. A stale socket from an
-  /// earlier run is replaced; a live one (another daemon answers) is an
-  /// error. Throws std::system_error.
+  /// 0660, group `group`, and starts accepting on every lane. A stale
+  /// socket from an earlier run is replaced; a live one (another daemon
+  /// answers) is an error. Throws std::system_error.
+  ControlServer(std::vector<boost::asio::io_context*> lanes,
+                std::filesystem::path path, const std::string& group,
+                CommandTable commands, ControlLimits limits);
+
+  /// The same with one lane.
   ControlServer(boost::asio::io_context& io, std::filesystem::path path,
                 const std::string& group, CommandTable commands,
                 ControlLimits limits);
 
-  /// Closes everything and removes the socket.
+  /// Closes everything and removes the socket. No lane's thread may run
+  /// by then.
   ~ControlServer();
 
   ControlServer(const ControlServer&) = delete;
@@ -70,8 +78,8 @@ class ControlServer {
   void set_group(const std::string& group);
 
   /// Removes the socket at once, then stops accepting and closes every
-  /// connection on the server's own threads; the future says when that
-  /// is done. From any thread; closing again is harmless.
+  /// connection on the lanes' own threads; the future says when all of
+  /// them are done. From any thread; closing again is harmless.
   std::future<void> close();
 
   const std::filesystem::path& path() const { return path_; }
@@ -80,23 +88,20 @@ class ControlServer {
   size_t connections() const;
 
  private:
-  using Strand = boost::asio::strand<boost::asio::io_context::executor_type>;
+  struct Lane;
 
-  void accept();
-  void on_accept(boost::asio::local::stream_protocol::socket socket);
-  void shut();
+  void accept(Lane& lane);
+  void on_accept(Lane& lane,
+                 boost::asio::local::stream_protocol::socket socket);
+  void shut(Lane& lane);
 
-  boost::asio::io_context& io_;
   std::filesystem::path path_;
-  Strand strand_;  ///< the acceptor's, the retry timer's, and limits_'s
-  boost::asio::local::stream_protocol::acceptor acceptor_;
-  boost::asio::steady_timer retry_;
+  std::vector<std::unique_ptr<Lane>> lanes_;
   std::shared_ptr<const CommandTable> commands_;
-  ControlLimits limits_;
   std::atomic<bool> open_{false};
 
   /// The open connections. Shared with them: a connection ends on its own
-  /// strand, possibly after the server has gone.
+  /// lane, possibly after the server has gone.
   struct Sessions {
     std::mutex mutex;
     std::map<ControlSession*, std::weak_ptr<ControlSession>> open;

@@ -65,8 +65,8 @@ class Daemon {
   config::DaemonConfig config_;
 
   boost::asio::io_context io_;
-  boost::asio::io_context control_io_;
-  std::optional<
+  std::vector<std::unique_ptr<boost::asio::io_context>> control_ios_;
+  std::vector<
       boost::asio::executor_work_guard<boost::asio::io_context::executor_type>>
       control_work_;
   std::vector<std::thread> control_threads_;
