@@ -1462,5 +1462,261 @@ class PrivateRelaysTest(EndToEnd):
                                  host_ip=host)
 
 
+
+class HiddenDataCase(EndToEnd):
+    """F11: lookup data Exim cannot read defers the mail, never sends it
+    directly (the test classes below).
+
+    The daemon repairs its output directory at each apply; between applies
+    an admin's chmod, a broken mount or a disk error can still hide the
+    lookup files from Exim. Each test hides one part of the output
+    directory behind the daemon's back, sends from a relay domain and from
+    a domain without one, then puts the part back and runs the queue.
+    Exim's own queue runner waits an hour, so what moves was moved by the
+    test; the MX sink must never receive anything.
+    """
+
+    queue_interval = "1h"
+    OWN = ("own", "Hidden-Own-Secret-9Kp")
+    SRV = ("srv", "Hidden-Srv-Secret-5Rt")
+
+    @classmethod
+    def make_tree(cls):
+        cls.own = cls.start_relay("relay-own")
+        cls.default = cls.start_relay("relay-default")
+        p = cls.panel
+        p.write_user("alice")
+        p.write_server_relay(cls.settings(cls.default, *cls.SRV))
+        p.write_domain("alice", "own.example",
+                       {"smtp_relay": cls.settings(cls.own, *cls.OWN)})
+        p.write_domain("alice", "norelay.example", {})
+        cls.apply_ok()
+
+    def hide(self, relative, mode=0o700):
+        """Makes output_dir/relative root:root and root-only; returns the
+        function that puts owner and mode back (also run at cleanup)."""
+        path = self.output_dir / relative
+        st = path.stat()
+
+        def put_back():
+            os.chown(path, st.st_uid, st.st_gid)
+            path.chmod(stat.S_IMODE(st.st_mode))
+        os.chown(path, 0, 0)
+        path.chmod(mode)
+        self.addCleanup(put_back)
+        return put_back
+
+    def send_from(self, *domains):
+        sent = [self.send(f"a@{d}", key=f"{self.id()}:{d}") for d in domains]
+        for s in sent:
+            self.exim.wait_delivery(s.msgid)
+        return sent
+
+    def assertDeferredBy(self, sent, router, transport=None):
+        kind, line = self.exim.delivery(sent.msgid)
+        self.assertEqual(kind, "==", self.story(sent))
+        self.assertEqual(h.log_field(line, "R"), router, line)
+        self.assertEqual(h.log_field(line, "T"), transport, line)
+        self.assertEqual(self.arrivals(sent), [], self.story(sent))
+        self.assertIn(sent.msgid, self.exim.exim("-bp").stdout,
+                      "no longer queued")
+        bounced = [line for line in self.exim.message_log(sent.msgid)
+                   if re.search(r" \*\* |Frozen", line)]
+        self.assertEqual(bounced, [], "bounced or frozen")
+
+    def assertNothingWentDirect(self):
+        self.assertEqual([m["mail_from"] for m in self.sink.received()], [])
+
+    def release(self, put_back, *sent):
+        """Puts the part back, runs the queue, waits for every message.
+
+        A router's deferral leaves a retry record for the recipient,
+        which an ordinary queue run honours (15 minutes with the
+        example's rules): the forced run (-qf) is the one an admin starts
+        after the repair.
+        """
+        put_back()
+        run = self.exim.exim("-qf", timeout=60)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        for s in sent:
+            h.wait_until(lambda: self.arrivals(s), 20,
+                         f"<{s.sender}> at a relay after the queue run"
+                         f"{self.story(s)}")
+
+    def assertBothRelayed(self, own, norelay):
+        self.assertRelayedAs(own, self.own, *self.OWN)
+        self.assertRelayedAs(norelay, self.default, *self.SRV)
+        self.assertNothingWentDirect()
+
+
+class UnreadableDataTest(HiddenDataCase):
+    """F11 with every Exim process as Debian-exim (-C drops root), the
+    reading of the configuration included, as in the field report."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_parts()
+        cls.make_tree()
+
+    def test_F11_output_directory_unreadable_defers_all_remote_mail(self):
+        """verifies the field case, the output directory root:root 0700:
+        .include_if_exists skips a generation.conf Exim cannot stat, so no
+        havenoro router is there at all; the example's
+        havenoro_unavailable router defers instead of direct delivery."""
+        put_back = self.hide("")
+        own, norelay = self.send_from("own.example", "norelay.example")
+        for s in (own, norelay):
+            self.assertDeferredBy(s, "havenoro_unavailable")
+        self.assertNothingWentDirect()
+        self.release(put_back, own, norelay)
+        self.assertBothRelayed(own, norelay)
+
+    def test_F11_live_generation_unreadable_defers(self):
+        """verifies generations/ 0700: "current" is there but leads
+        nowhere Exim may go; deferred the same way."""
+        put_back = self.hide("generations")
+        own, norelay = self.send_from("own.example", "norelay.example")
+        for s in (own, norelay):
+            self.assertDeferredBy(s, "havenoro_unavailable")
+        self.release(put_back, own, norelay)
+        self.assertBothRelayed(own, norelay)
+
+    def test_F11_domains_directory_unreadable_defers(self):
+        """verifies domains/ 0700: no sender can be told apart from a
+        relay domain, so neither takes the server-wide relay or goes
+        direct."""
+        put_back = self.hide("domains")
+        own, norelay = self.send_from("own.example", "norelay.example")
+        for s in (own, norelay):
+            self.assertDeferredBy(s, "havenoro_relay")
+        self.assertNothingWentDirect()
+        self.release(put_back, own, norelay)
+        self.assertBothRelayed(own, norelay)
+
+    def test_F11_server_wide_relay_unreadable_defers(self):
+        """verifies default/ 0700: a domain without a relay is deferred,
+        not sent direct as if no server-wide relay were set; a relay
+        domain still goes through its own relay."""
+        put_back = self.hide("default")
+        own, norelay = self.send_from("own.example", "norelay.example")
+        self.assertRelayedAs(own, self.own, *self.OWN)
+        self.assertDeferredBy(norelay, "havenoro_default")
+        self.assertNothingWentDirect()
+        self.release(put_back, norelay)
+        self.assertBothRelayed(own, norelay)
+
+    def test_F11_suspended_list_unreadable_defers(self):
+        """verifies suspended/ 0700: whether a domain without a relay is
+        suspended is unknown, so it is deferred rather than relayed or
+        sent direct."""
+        put_back = self.hide("suspended")
+        (norelay,) = self.send_from("norelay.example")
+        self.assertDeferredBy(norelay, "havenoro_default")
+        self.assertNothingWentDirect()
+        self.release(put_back, norelay)
+        self.assertRelayedAs(norelay, self.default, *self.SRV)
+
+
+class InstalledExim(h.EximInstance):
+    """The test Exim with root privilege, as a server's Exim runs.
+
+    Exim keeps root with -C only for a file named in its trusted list
+    (/etc/exim4/trusted_configs). Every Exim command here runs in a private
+    mount namespace whose /etc/exim4 is a directory of the test holding
+    that list, so nothing outside sees it. Routers then run as root, as on
+    a server, and only the transports as Debian-exim.
+    """
+
+    def __init__(self, workdir, *args, **kwargs):
+        super().__init__(workdir, *args, **kwargs)
+        etc = self.dir / "etc-exim4"
+        etc.mkdir(exist_ok=True)
+        etc.chmod(0o755)
+        (etc / "trusted_configs").write_text(f"{self.config_file}\n")
+        (etc / "trusted_configs").chmod(0o644)
+        self.binary = self.dir / "exim-as-installed"
+        self.binary.write_text(
+            "#!/bin/sh\n"
+            "exec unshare --mount --propagation private -- sh -c "
+            f"'mount --bind \"$0\" /etc/exim4 && exec {h.EXIM} \"$@\"' "
+            f"{etc} \"$@\"\n")
+        self.binary.chmod(0o755)
+
+    def exim(self, *args, input=None, timeout=60):
+        return subprocess.run([str(self.binary), "-C", str(self.config_file),
+                               *map(str, args)], input=input,
+                              capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self, timeout=20, queue_interval="15s"):
+        self.daemon = h.ProcessGroup(
+            [self.binary, "-C", self.config_file, "-bdf",
+             f"-q{queue_interval}"],
+            self.dir / "daemon.stdout", self.dir / "daemon.stderr")
+        try:
+            h.wait_until(self._started, timeout, "Exim daemon to answer")
+        except h.HarnessError:
+            self.stop()
+            raise
+
+
+class UnreadableDataAsInstalledTest(HiddenDataCase):
+    """F11 with Exim as installed: routers run as root and read every
+    file, the smtp transports run as Debian-exim. A relay file only root
+    can read must defer the delivery in the transport. Without that, the
+    transport's TLS, verification and login lists read as empty and the
+    message went to the relay without a login: refused, a bounce.
+    """
+
+    @classmethod
+    def setUpClass(cls):
+        # start_parts builds the Exim it finds as h.EximInstance.
+        real, h.EximInstance = h.EximInstance, InstalledExim
+        try:
+            cls.start_parts()
+        finally:
+            h.EximInstance = real
+        cls.relayd_overrides = {"exim_binary": str(cls.exim.binary)}
+        cls.make_tree()
+
+    def assertNoHostHeld(self):
+        """A deferral in the transport is about this message's files, not
+        the relay: no retry record may hold the relay's other domains
+        (Exim keeps one per relay host, shared by all its domains)."""
+        hosts = [k for k in self.exim.retry_records() if k.startswith("T:")]
+        self.assertEqual(hosts, [])
+
+    def test_exim_keeps_root(self):
+        """verifies the set-up: this Exim never gave up root for -C."""
+        self.assertEqual([line for line in self.exim.log_lines("panic")
+                          if h.LOST_PRIVILEGE in line], [])
+
+    def test_F11_relay_file_only_root_can_read_defers(self):
+        """verifies smtp_relay.conf 0600 root:root: the router (root) picks
+        the relay, the transport (Debian-exim) cannot read the file and
+        defers; nothing reaches the relay, nothing bounces."""
+        logins = len(self.own.auth_attempts())
+        put_back = self.hide("domains/own.example/smtp_relay.conf", 0o600)
+        (own,) = self.send_from("own.example")
+        self.assertDeferredBy(own, "havenoro_relay", "havenoro_relay_smtp")
+        self.assertEqual(len(self.own.auth_attempts()), logins)
+        self.assertNoHostHeld()
+        self.release(put_back, own)
+        self.assertRelayedAs(own, self.own, *self.OWN)
+        self.assertNothingWentDirect()
+
+    def test_F11_output_directory_root_only_defers(self):
+        """verifies the field case on a server: the output directory
+        root:root 0700 defers relay and server-wide relay mail alike."""
+        put_back = self.hide("")
+        own, norelay = self.send_from("own.example", "norelay.example")
+        self.assertDeferredBy(own, "havenoro_relay", "havenoro_relay_smtp")
+        self.assertDeferredBy(norelay, "havenoro_default",
+                              "havenoro_relay_smtp")
+        self.assertNothingWentDirect()
+        self.assertNoHostHeld()
+        self.release(put_back, own, norelay)
+        self.assertBothRelayed(own, norelay)
+
 if __name__ == "__main__":
     unittest.main()
