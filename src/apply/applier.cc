@@ -549,16 +549,19 @@ std::vector<candidate::ExpectedRoute> route_probes(
 // first. When the cores are free it changes nothing.
 constexpr int kCheckNice = 10;
 
-// Runs the checks a few at a time, one Exim process each, on threads that
-// run at kCheckNice (a thread's nice value on Linux is its own, and the
-// processes it starts inherit it), and returns the first failure in the
-// order given (or success).
+candidate::EximChecker make_checker(const config::DaemonConfig& c) {
+  candidate::EximChecker checker(c.exim_binary, c.exim_config);
+  checker.set_nice(kCheckNice);
+  return checker;
+}
+
+// Runs the checks a few at a time, one Exim process each, and returns the
+// first failure in the order given (or success).
 candidate::CheckResult run_checks(
     std::vector<std::function<candidate::CheckResult()>> checks) {
   std::vector<candidate::CheckResult> results(checks.size());
   std::atomic<size_t> next{0};
   auto worker = [&] {
-    ::setpriority(PRIO_PROCESS, 0, kCheckNice);  // only this thread
     for (size_t i; (i = next++) < checks.size();) {
       try {
         results[i] = checks[i]();
@@ -569,9 +572,10 @@ candidate::CheckResult run_checks(
   };
   unsigned width = std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
   std::vector<std::thread> threads;
-  for (unsigned t = 0; t < width && t < checks.size(); ++t) {
+  for (unsigned t = 1; t < width && t < checks.size(); ++t) {
     threads.emplace_back(worker);
   }
+  worker();
   for (auto& t : threads) t.join();
   for (auto& r : results) {
     if (!r.ok) return r;
@@ -579,21 +583,45 @@ candidate::CheckResult run_checks(
   return {};
 }
 
+using Started = std::shared_ptr<candidate::StartedCheck>;
+
+// A started check made for this generation and data, taken out of
+// `ready` (a check serves once), or none.
+Started take_ready(std::vector<candidate::StartedCheck>& ready,
+                   const fs::path& generation, const fs::path& data,
+                   const std::string& domain) {
+  for (auto it = ready.begin(); it != ready.end(); ++it) {
+    if (it->generation_dir == generation && it->data_dir == data &&
+        it->domain == domain && it->exim.running()) {
+      auto taken = std::make_shared<candidate::StartedCheck>(std::move(*it));
+      ready.erase(it);
+      return taken;
+    }
+  }
+  return nullptr;
+}
+
 // Exim's own reading of the changed data in the candidate tree, before any
 // of it goes live: the lookups return what the panel stored, and the
 // changed domains route where the model says (field cases F01, F15).
+// Checks that Applier::prepare() started are used where they fit: "" in
+// `ready` is the lookup check.
 candidate::CheckResult check_data(const OutputDir& out,
                                   const config::DaemonConfig& c,
                                   const fs::path& generation,
                                   const model::RelayModel& m,
                                   const Changes& changes,
-                                  const std::set<std::string>& names) {
+                                  const std::set<std::string>& names,
+                                  std::vector<candidate::StartedCheck>& ready) {
   fs::path data = out.root() / kCheckDir;
-  candidate::EximChecker checker(c.exim_binary, c.exim_config);
+  auto checker = make_checker(c);
   auto relays = expected_relays(m, changes, data);
   std::vector<std::function<candidate::CheckResult()>> checks;
-  checks.push_back(
-      [&] { return checker.check_lookups(generation, data, relays); });
+  auto lookups = take_ready(ready, generation, data, "");
+  checks.push_back([&, lookups] {
+    if (!lookups) return checker.check_lookups(generation, data, relays);
+    return checker.finish_lookups(std::move(*lookups), relays);
+  });
   auto probes = route_probes(m, names);
   bool server_changed =
       std::any_of(changes.writes.begin(), changes.writes.end(),
@@ -605,11 +633,18 @@ candidate::CheckResult check_data(const OutputDir& out,
     probes.push_back(expected_route(m, "havenoro-probe.invalid"));
   }
   for (const auto& probe : probes) {
-    checks.push_back(
-        [&] { return checker.check_route(generation, data, probe); });
+    auto route = take_ready(ready, generation, data, probe.domain);
+    checks.push_back([&, route] {
+      if (!route) return checker.check_route(generation, data, probe);
+      return checker.finish_route(std::move(*route), probe);
+    });
   }
   return run_checks(std::move(checks));
 }
+
+// The queue runs a save starts are the daemon's own work too: the mail
+// Exim is delivering anyway comes first.
+constexpr int kQueueRunNice = 10;
 
 // Beyond this many changed relays, one queue run for everything is cheaper
 // than one per domain.
@@ -633,14 +668,14 @@ void retry_held_mail(const config::DaemonConfig& c, const Changes& changes) {
                                    c.exim_config.string()};
   if (everything || senders.size() > kMaxDomainQueueRuns) {
     base.push_back("-qf");
-    util::spawn_detached(base);
+    util::spawn_detached(base, kQueueRunNice);
     return;
   }
   for (const auto& domain : senders) {
     auto argv = base;
     argv.push_back("-Sf");
     argv.push_back("@" + domain);
-    util::spawn_detached(argv);
+    util::spawn_detached(argv, kQueueRunNice);
   }
 }
 
@@ -878,6 +913,29 @@ void Applier::sweep(OutputDir& out) {
   swept_ = true;
 }
 
+// Beyond this many domains an apply is a bulk one, whose checks are
+// chosen once its changes are known.
+constexpr size_t kMaxPrepared = 2;
+
+void Applier::prepare(const std::set<std::string>& names) {
+  ready_.clear();
+  if (names.empty() || names.size() > kMaxPrepared) return;
+  try {
+    OutputDir out = output_dir();
+    unsigned long live = live_generation(out);
+    if (live == 0) return;
+    fs::path generation = config_.output_dir / gen_dir(live);
+    fs::path data = out.root() / kCheckDir;
+    auto checker = make_checker(config_);
+    ready_.push_back(checker.start_lookups(generation, data));
+    for (const auto& name : names) {
+      ready_.push_back(checker.start_route(generation, data, name));
+    }
+  } catch (const std::exception&) {
+    ready_.clear();  // the apply starts its own, and says what failed
+  }
+}
+
 ApplyReport Applier::apply(const model::RelayModel& model,
                            const ApplyScope& scope) {
   EndPrefetch guard{live_files_};
@@ -885,9 +943,11 @@ ApplyReport Applier::apply(const model::RelayModel& model,
   try {
     report = run(model, scope, false);
   } catch (...) {
+    ready_.clear();
     in_sync_ = false;  // stopped halfway: nothing is known
     throw;
   }
+  ready_.clear();  // what this apply did not need
   OutputDir out = output_dir();
   note_in_sync(out, scope, report);
   return report;
@@ -1001,7 +1061,7 @@ ApplyReport Applier::run(const model::RelayModel& model,
   if (!dry_run) durable = out.make_durable_async(staged.paths);
   auto data_check =
       check_data(out, config_, config_.output_dir / gen_dir(candidate), model,
-                 changes, names);
+                 changes, names, ready_);
   if (!data_check.ok || dry_run) {
     if (durable.valid()) durable.wait();
     clear_check(out);

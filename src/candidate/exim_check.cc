@@ -231,6 +231,20 @@ CheckResult EximChecker::check_lookups(
     const std::filesystem::path& data_dir,
     const std::vector<ExpectedRelay>& relays) const {
   if (relays.empty()) return {};
+  return finish_lookups(start_lookups(generation_dir, data_dir), relays);
+}
+
+StartedCheck EximChecker::start_lookups(
+    const std::filesystem::path& generation_dir,
+    const std::filesystem::path& data_dir) const {
+  auto argv = base_argv(generation_dir, data_dir);
+  argv.push_back("-be");
+  return {generation_dir, data_dir, "", util::start_process(argv, nice_)};
+}
+
+CheckResult EximChecker::finish_lookups(
+    StartedCheck check, const std::vector<ExpectedRelay>& relays) const {
+  if (relays.empty()) return {};
   std::string input;
   for (const auto& r : relays) {
     std::string lookup = "lsearch{" + r.file.string() + "}}";
@@ -238,9 +252,7 @@ CheckResult EximChecker::check_lookups(
     input += "${base64d:${lookup{username}" + lookup + "}\n";
     input += "${base64d:${lookup{password}" + lookup + "}\n";
   }
-  auto argv = base_argv(generation_dir, data_dir);
-  argv.push_back("-be");
-  auto run = util::run_process(argv, input, timeout_);
+  auto run = check.exim.finish(input, timeout_);
   if (run.exit_code != 0) return {false, exim_error_text(run)};
 
   // Each result is one line after the "> " prompt; the values hold no
@@ -274,12 +286,25 @@ CheckResult EximChecker::check_route(
     const std::filesystem::path& generation_dir,
     const std::filesystem::path& data_dir,
     const ExpectedRoute& expected) const {
+  return finish_route(start_route(generation_dir, data_dir, expected.domain),
+                      expected);
+}
+
+StartedCheck EximChecker::start_route(
+    const std::filesystem::path& generation_dir,
+    const std::filesystem::path& data_dir, const std::string& domain) const {
   auto argv = base_argv(generation_dir, data_dir);
-  for (const char* arg : {"-f", "", "-bt", "probe@havenoro-probe.invalid"}) {
-    argv.push_back(arg);
-  }
-  argv[argv.size() - 3] = "postmaster@" + expected.domain;
-  auto run = util::run_process(argv, "", timeout_);
+  for (const char* arg : {"-f", "", "-bt"}) argv.push_back(arg);
+  argv[argv.size() - 2] = "postmaster@" + domain;
+  return {generation_dir, data_dir, domain, util::start_process(argv, nice_)};
+}
+
+// The address comes on standard input (Exim echoes it after a "> "
+// prompt), so that the process could start before the candidate was
+// ready.
+CheckResult EximChecker::finish_route(StartedCheck check,
+                                      const ExpectedRoute& expected) const {
+  auto run = check.exim.finish("probe@havenoro-probe.invalid\n", timeout_);
   std::string text = run.out + run.err;
   auto fail = [&](const std::string& why) {
     return CheckResult{
@@ -328,7 +353,7 @@ CheckResult EximChecker::check_syntax(
     const std::filesystem::path& generation_dir) const {
   auto argv = base_argv(generation_dir);
   argv.push_back("-bV");
-  auto syntax = util::run_process(argv, "", timeout_);
+  auto syntax = util::start_process(argv, nice_).finish("", timeout_);
   // -bV may warn on stderr and still succeed: only the status counts.
   if (syntax.exit_code != 0) return {false, exim_error_text(syntax)};
 

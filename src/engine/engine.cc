@@ -517,6 +517,13 @@ Engine::Reread Engine::reread_pending() {
 ApplyOutcome Engine::apply_pending() {
   if (pending_full_) return resync();
   bool server = pending_server_;
+  if (!server && pending_users_.empty()) {
+    // A save of one domain or two: Exim starts on the checks while the
+    // files are read and the candidate is made.
+    std::set<std::string> names = pending_domains_;
+    for (const auto& [user, stem] : pending_files_) names.insert(stem);
+    applier_.prepare(names);
+  }
   Reread r = reread_pending();
   {
     std::unique_lock lock(mutex_);

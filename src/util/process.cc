@@ -4,11 +4,13 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
 #include <cerrno>
+#include <utility>
 
 #include "havenoro_relay/util/fd.h"
 
@@ -91,39 +93,87 @@ bool pump(UniqueFd& in, UniqueFd& out, UniqueFd& err, const std::string& input,
 
 }  // namespace
 
-ProcessResult run_process(const std::vector<std::string>& argv,
-                          const std::string& input,
-                          std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+Child::Child(Child&& other) noexcept {
+  *this = std::move(other);
+}
+
+Child& Child::operator=(Child&& other) noexcept {
+  if (this != &other) {
+    kill_and_reap();
+    std::swap(pid_, other.pid_);
+    std::swap(in_, other.in_);
+    std::swap(out_, other.out_);
+    std::swap(err_, other.err_);
+  }
+  return *this;
+}
+
+Child::~Child() {
+  kill_and_reap();
+}
+
+void Child::kill_and_reap() noexcept {
+  for (int* fd : {&in_, &out_, &err_}) {
+    if (*fd >= 0) ::close(*fd);
+    *fd = -1;
+  }
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+}
+
+Child start_process(const std::vector<std::string>& argv, int nice) {
   Pipe in = make_pipe();
   Pipe out = make_pipe();
   Pipe err = make_pipe();
   // A child that exits early must not kill us with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
-  pid_t pid = spawn(argv, in, out, err);
+  Child child;
+  child.pid_ = spawn(argv, in, out, err);
+  // Lowering a child's priority needs no privilege; the child runs its
+  // first instructions at ours, which is no matter.
+  if (nice) ::setpriority(PRIO_PROCESS, child.pid_, nice);
   // Our end of the child's stdin must not block: a blocking write of a
   // large input waits for the child to read it all, while the child waits
   // for us to read its output: both would stop until the timeout.
   ::fcntl(in.write.get(), F_SETFL, O_NONBLOCK);
-  in.read = UniqueFd();
-  out.write = UniqueFd();
-  err.write = UniqueFd();
+  child.in_ = in.write.release();
+  child.out_ = out.read.release();
+  child.err_ = err.read.release();
+  return child;
+}
 
+ProcessResult Child::finish(const std::string& input,
+                            std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  UniqueFd in(std::exchange(in_, -1));
+  UniqueFd out(std::exchange(out_, -1));
+  UniqueFd err(std::exchange(err_, -1));
   ProcessResult result;
-  if (!pump(in.write, out.read, err.read, input, result, deadline)) {
+  if (!pump(in, out, err, input, result, deadline)) {
     result.timed_out = true;
-    ::kill(pid, SIGKILL);
+    ::kill(pid_, SIGKILL);
   }
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
   }
+  pid_ = -1;
   if (!result.timed_out && WIFEXITED(status)) {
     result.exit_code = WEXITSTATUS(status);
   }
   return result;
 }
 
-pid_t spawn_detached(const std::vector<std::string>& argv) {
+ProcessResult run_process(const std::vector<std::string>& argv,
+                          const std::string& input,
+                          std::chrono::milliseconds timeout) {
+  return start_process(argv).finish(input, timeout);
+}
+
+pid_t spawn_detached(const std::vector<std::string>& argv, int nice) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -141,6 +191,7 @@ pid_t spawn_detached(const std::vector<std::string>& argv) {
       ::dup2(null, 1);
       ::dup2(null, 2);
     }
+    if (nice) ::setpriority(PRIO_PROCESS, 0, nice);
     pid_t pid = -1;
     if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ)) {
       pid = -1;

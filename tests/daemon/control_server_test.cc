@@ -5,8 +5,14 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
 #include <chrono>
 #include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
 
 #include "control_fixture.h"
 
@@ -223,6 +229,58 @@ TEST_F(ControlServerTest, RefusesToReplaceARegularFile) {
 }
 
 // Verifies that an unknown group is an error naming it.
+// Verifies two lanes, each an io_context on its own thread: while one
+// lane's handler is busy, the other answers, so both take connections;
+// close() ends both, removes the socket and closes idle connections.
+TEST(ControlServerLanes, TwoLanesServeSideBySideAndClose) {
+  havenoro::testing::TestDir tmp;
+  auto path = tmp.path() / "control.sock";
+  std::mutex mutex;
+  std::set<std::thread::id> served_by;
+  CommandTable table = {{"slow", [&](const json&, Responder respond) {
+                           {
+                             std::lock_guard lock(mutex);
+                             served_by.insert(std::this_thread::get_id());
+                           }
+                           std::this_thread::sleep_for(
+                               std::chrono::milliseconds(20));
+                           respond({Result::kSuccess, "slow", {}});
+                         }}};
+  boost::asio::io_context a, b;
+  auto guard_a = boost::asio::make_work_guard(a);
+  auto guard_b = boost::asio::make_work_guard(b);
+  ControlServer server({&a, &b}, path, "root", table, {});
+  std::thread ta([&] { a.run(); }), tb([&] { b.run(); });
+
+  RawClient idle(path);
+  std::atomic<int> answered{0};
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.emplace_back([&] {
+      RawClient c(path);
+      c.send(R"({"command":"slow"})"
+             "\n");
+      auto line = c.read_line();
+      if (line && json::parse(*line)["result"] == 0) ++answered;
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(answered, 16);
+  EXPECT_EQ(served_by.size(), 2u) << "one lane served every client";
+
+  auto closed = server.close();
+  EXPECT_EQ(closed.wait_for(std::chrono::seconds(5)),
+            std::future_status::ready);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_TRUE(idle.closed_by_peer());
+  guard_a.reset();
+  guard_b.reset();
+  a.stop();
+  b.stop();
+  ta.join();
+  tb.join();
+}
+
 TEST(ControlServerGroup, UnknownGroupIsNamed) {
   try {
     group_id("no-such-group-havenoro");

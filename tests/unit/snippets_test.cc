@@ -4,11 +4,13 @@
 #include "havenoro_relay/render/snippets.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <fstream>
 
 #include "havenoro_relay/candidate/exim_check.h"
 #include "havenoro_relay/render/credential_file.h"
+#include "havenoro_relay/util/process.h"
 #include "test_dir.h"
 
 namespace havenoro {
@@ -222,6 +224,45 @@ TEST_F(DataCheckTest, F15_LookupsReturnWhatThePanelStored) {
   EXPECT_FALSE(bad.ok);
   EXPECT_NE(bad.message.find("different password"), std::string::npos);
   EXPECT_EQ(bad.message.find("p^ss"), std::string::npos);
+}
+
+// Verifies that checks started ahead of the candidate read its data only
+// once their input comes: the files written after the start are the ones
+// checked, and a change made after the start is caught.
+TEST_F(DataCheckTest, StartedChecksReadTheDataWhenFinished) {
+  auto old = relay_;
+  fs::remove_all(out_ / "domains/example.com");
+  auto lookups = checker().start_lookups(gen_, out_);
+  auto route = checker().start_route(gen_, out_, "example.com");
+
+  relay_.port = 2588;
+  relay_.password = "written after the start";
+  write_text(file_, render::render_credential_file("example.com", relay_));
+  auto read = checker().finish_lookups(std::move(lookups), {expected()});
+  EXPECT_TRUE(read.ok) << read.message;
+  auto routed = checker().finish_route(
+      std::move(route), {"example.com", "havenoro_relay", "havenoro_relay_smtp",
+                         "127.0.0.1:2588"});
+  EXPECT_TRUE(routed.ok) << routed.message;
+
+  // The old settings are not what Exim reads now.
+  auto stale = checker().start_lookups(gen_, out_);
+  relay_ = old;
+  EXPECT_FALSE(checker().finish_lookups(std::move(stale), {expected()}).ok);
+}
+
+// Verifies that a started check that is dropped leaves no process.
+TEST(StartedCheck, DroppedCheckLeavesNoProcess) {
+  pid_t pid;
+  {
+    auto child = util::start_process({"/bin/sleep", "30"});
+    ASSERT_TRUE(child.running());
+    // The child's pid is not exposed: find it as our only child.
+    pid = ::waitpid(-1, nullptr, WNOHANG);
+    EXPECT_EQ(pid, 0) << "the child ended early";
+  }
+  EXPECT_EQ(::waitpid(-1, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD) << "a child is left";
 }
 
 // Verifies the routing probe: the relay router, transport and port for a

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "havenoro_relay/apply/live_files.h"
+#include "havenoro_relay/candidate/exim_check.h"
 #include "havenoro_relay/config/daemon_config.h"
 #include "havenoro_relay/model/relay_model.h"
 #include "havenoro_relay/render/snippets.h"
@@ -115,6 +116,13 @@ class Applier {
   /// Applier meanwhile.
   void prefetch();
 
+  /// Starts the Exim processes that an apply of these few domains alone
+  /// will check with, on the live generation, so that Exim reads its
+  /// configuration while the apply prepares the candidate. The next apply
+  /// uses those that fit and drops the others. Does nothing for more
+  /// than a few names or before the first apply.
+  void prepare(const std::set<std::string>& names);
+
   /// Lets the next apply render the snippets again after a rollback.
   void release_pin();
 
@@ -138,6 +146,8 @@ class Applier {
   config::DaemonConfig config_;
   std::optional<gid_t> exim_gid_;  ///< of config_.exim_group, when known
   render::SnippetCache snippet_cache_;
+  /// From prepare(): the lookup check (domain "") and route checks.
+  std::vector<candidate::StartedCheck> ready_;
   LiveFiles live_files_;  ///< what the last applies wrote or verified
   bool swept_ = false;    ///< leftovers of an earlier process looked for
   /// The output directory holds what the model wanted at the end of the

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "havenoro_relay/util/process.h"
+
 namespace havenoro::candidate {
 
 /// The verdict of one check: ok, or what Exim said.
@@ -54,6 +56,17 @@ struct RouteReport {
 /// and addresses with blanks to line them up; any number is accepted.
 RouteReport parse_route_report(const std::string& text);
 
+/// An Exim process of a check, started before its input is known: Exim
+/// loads and reads its whole configuration, most of a check's time, while
+/// the daemon still prepares the candidate. The data files are read only
+/// once the input comes. Dropping it kills the process.
+struct StartedCheck {
+  std::filesystem::path generation_dir;
+  std::filesystem::path data_dir;
+  std::string domain;  ///< the sender's domain, for a route check
+  util::Child exim;
+};
+
 /// Checks a candidate generation with the real Exim before it goes live.
 /// Exim is pointed at the server's own main configuration, with the
 /// HAVENORO_GENERATION macro naming the candidate's directory, so every
@@ -86,6 +99,24 @@ class EximChecker {
                           const std::filesystem::path& data_dir,
                           const ExpectedRoute& expected) const;
 
+  /// check_lookups() in two halves: the process now, the relays later.
+  StartedCheck start_lookups(const std::filesystem::path& generation_dir,
+                             const std::filesystem::path& data_dir) const;
+  CheckResult finish_lookups(StartedCheck check,
+                             const std::vector<ExpectedRelay>& relays) const;
+
+  /// check_route() in two halves: the process with a sender of `domain`
+  /// now (it reads the address on standard input), the verdict later for
+  /// an ExpectedRoute of that domain.
+  StartedCheck start_route(const std::filesystem::path& generation_dir,
+                           const std::filesystem::path& data_dir,
+                           const std::string& domain) const;
+  CheckResult finish_route(StartedCheck check,
+                           const ExpectedRoute& expected) const;
+
+  /// The nice value added to every Exim process of a check.
+  void set_nice(int nice) { nice_ = nice; }
+
  private:
   std::vector<std::string> base_argv(
       const std::filesystem::path& generation_dir,
@@ -96,6 +127,7 @@ class EximChecker {
   // One -be process checks every changed credential file: at 100,000
   // domains that takes seconds, not milliseconds.
   std::chrono::milliseconds timeout_{120000};
+  int nice_ = 0;
 };
 
 }  // namespace havenoro::candidate
