@@ -1512,11 +1512,13 @@ class HiddenDataCase(EndToEnd):
             self.exim.wait_delivery(s.msgid)
         return sent
 
-    def assertDeferredBy(self, sent, router, transport=None):
+    def assertDeferredBy(self, sent, router, transports=(None,)):
+        """The message was deferred by `router`, at routing (transport
+        None) or by one of `transports`, and is still queued."""
         kind, line = self.exim.delivery(sent.msgid)
         self.assertEqual(kind, "==", self.story(sent))
         self.assertEqual(h.log_field(line, "R"), router, line)
-        self.assertEqual(h.log_field(line, "T"), transport, line)
+        self.assertIn(h.log_field(line, "T"), transports, line)
         self.assertEqual(self.arrivals(sent), [], self.story(sent))
         self.assertIn(sent.msgid, self.exim.exim("-bp").stdout,
                       "no longer queued")
@@ -1587,8 +1589,12 @@ class UnreadableDataTest(HiddenDataCase):
         direct."""
         put_back = self.hide("domains")
         own, norelay = self.send_from("own.example", "norelay.example")
-        for s in (own, norelay):
-            self.assertDeferredBy(s, "havenoro_relay")
+        self.assertDeferredBy(norelay, "havenoro_relay")
+        # A delivery whose router found the domain a moment before (one
+        # run in CI did) defers at its transport, which cannot read the
+        # file either: just as safe.
+        self.assertDeferredBy(own, "havenoro_relay",
+                              (None, "havenoro_relay_smtp"))
         self.assertNothingWentDirect()
         self.release(put_back, own, norelay)
         self.assertBothRelayed(own, norelay)
@@ -1698,7 +1704,7 @@ class UnreadableDataAsInstalledTest(HiddenDataCase):
         logins = len(self.own.auth_attempts())
         put_back = self.hide("domains/own.example/smtp_relay.conf", 0o600)
         (own,) = self.send_from("own.example")
-        self.assertDeferredBy(own, "havenoro_relay", "havenoro_relay_smtp")
+        self.assertDeferredBy(own, "havenoro_relay", ("havenoro_relay_smtp",))
         self.assertEqual(len(self.own.auth_attempts()), logins)
         self.assertNoHostHeld()
         self.release(put_back, own)
@@ -1710,7 +1716,7 @@ class UnreadableDataAsInstalledTest(HiddenDataCase):
         root:root 0700 defers relay and server-wide relay mail alike."""
         put_back = self.hide("")
         own, norelay = self.send_from("own.example", "norelay.example")
-        self.assertDeferredBy(own, "havenoro_relay", "havenoro_relay_smtp")
+        self.assertDeferredBy(own, "havenoro_relay", ("havenoro_relay_smtp",))
         self.assertDeferredBy(norelay, "havenoro_default",
                               "havenoro_relay_smtp")
         self.assertNothingWentDirect()
