@@ -151,18 +151,10 @@ void OutcomeLog::log_domain(const engine::DomainOutcome& d) {
   }
 }
 
-// Problems that belong to no domain of the outcome: the server-wide
+// The problem that belongs to no domain of the outcome: the server-wide
 // relay's, which has no DomainOutcome of its own.
 void OutcomeLog::log_problems(const engine::ApplyOutcome& outcome) {
-  std::string server_problem;
-  for (const auto& p : outcome.problems) {
-    bool in_domain = std::any_of(
-        outcome.domains.begin(), outcome.domains.end(), [&](const auto& d) {
-          return d.result == "rejected" &&
-                 d.message.find(p) != std::string::npos;
-        });
-    if (!in_domain) server_problem += (server_problem.empty() ? "" : "; ") + p;
-  }
+  const std::string& server_problem = outcome.server_problem;
   if (server_problem.empty()) {
     if (outcome.full) reported_.erase("");
     return;

@@ -548,7 +548,8 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
       std::chrono::steady_clock::now() - t0);
 
   if ((full || server) && model_.server_problem) {
-    outcome.problems.push_back(model_.server_problem->text());
+    outcome.server_problem = model_.server_problem->text();
+    outcome.problems.push_back(outcome.server_problem);
   }
   // Once per apply: asking each name about every path written would make
   // a full apply quadratic in the number of domains.
@@ -570,8 +571,15 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   bool errors_changed = false;
   {
     std::unique_lock lock(mutex_);
-    errors_changed = record_errors(names, full || server);
+    // A resync that compared only what changed has only those errors to
+    // look at again (rescan() adds the names that had one).
+    errors_changed = record_errors(
+        full && scope.changed ? *scope.changed : names, full || server);
+    // The status shows the apply, not its 10,000 domain outcomes: they
+    // stay with the caller rather than being copied.
+    auto domains = std::move(outcome.domains);
     last_apply_ = outcome;
+    outcome.domains = std::move(domains);
     note_exim(outcome);
     refresh_status_cache();
   }
@@ -635,9 +643,7 @@ bool Engine::record_errors(const std::set<std::string>& names, bool server) {
       changed = true;
     }
   };
-  std::set<std::string> all = names;
-  if (names.empty() && last_apply_ && last_apply_->full) all.clear();
-  for (const auto& name : all) {
+  for (const auto& name : names) {
     auto it = model_.rejected.find(name);
     if (it == model_.rejected.end()) {
       note(name, std::nullopt);

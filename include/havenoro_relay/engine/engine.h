@@ -37,8 +37,11 @@ struct ApplyOutcome {
   std::chrono::milliseconds took{0};
   bool full = false;  ///< a resync of the whole tree, not a few changes
   apply::ApplyReport report;
-  std::vector<DomainOutcome> domains;  ///< domains this apply looked at
-  std::vector<std::string> problems;   ///< one line each, rejected settings
+  /// Domains this apply looked at. Not kept in the status' last apply.
+  std::vector<DomainOutcome> domains;
+  std::vector<std::string> problems;  ///< one line each, rejected settings
+  /// The server-wide relay's problem (also in `problems`), or empty.
+  std::string server_problem;
 
   /// "applied", "unchanged", "rejected" (something was left out or held
   /// back) or "failed": nothing of the candidate went live, or, when
