@@ -244,11 +244,21 @@ RelayParse parse_relay(const json* value, const RelayRules& rules) {
     return out;
   }
   bool enabled = false;
-  if (auto e = read_bool(member(*value, "enabled"), "enabled", enabled)) {
+  const json* flag = member(*value, "enabled");
+  if (auto e = read_bool(flag, "enabled", enabled)) {
     out.error = e;
     return out;
   }
-  if (!enabled) return out;
+  if (!enabled) {
+    // A relay filled in but never switched on is most likely a panel that
+    // forgot the flag: say so rather than drop it in silence.
+    if (!flag && value->contains("host")) {
+      out.warnings.push_back(
+          "smtp_relay.enabled: missing, so the relay is off; the panel "
+          "must set \"enabled\": true to use it");
+    }
+    return out;
+  }
 
   RelaySettings relay;
   if (auto e = read_relay(*value, rules, relay)) {

@@ -87,6 +87,20 @@ TEST(RelaySettings, F13_Port25IsAcceptedWithAWarning) {
   EXPECT_NE(r.warnings[0].find("25"), std::string::npos);
 }
 
+// Verifies that a relay without "enabled" is off, with a warning naming
+// the field, and that "enabled": false says nothing.
+TEST(RelaySettings, MissingEnabledIsOffWithAWarning) {
+  json j = relay();
+  j.erase("enabled");
+  auto r = parse(j);
+  EXPECT_FALSE(r.relay);
+  EXPECT_FALSE(r.error);
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0].rfind("smtp_relay.enabled:", 0), 0u);
+  EXPECT_TRUE(parse(relay({{"enabled", false}})).warnings.empty());
+  EXPECT_EQ(r.warnings[0].find("secret"), std::string::npos);
+}
+
 // Verifies host checks: names, IPv4 and bare IPv6 pass; spaces and
 // slashes do not (F09).
 TEST(RelaySettings, F09_HostChecks) {
