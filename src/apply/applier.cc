@@ -936,19 +936,105 @@ void Applier::prepare(const std::set<std::string>& names) {
   }
 }
 
+void Applier::set_lock_wait(std::string name, std::chrono::milliseconds wait) {
+  lock_name_ = std::move(name);
+  lock_wait_ = wait;
+}
+
+// The lock for one apply, plan or rollback: the Hold in force, else one
+// taken now.
+std::shared_ptr<OutputLock> Applier::lock(const OutputDir& out) {
+  if (auto held = hold_.lock()) return held;
+  auto taken = std::make_shared<OutputLock>(out, lock_wait_);
+  if (taken->held()) take_over(*taken);
+  return taken;
+}
+
+// Another applier that changed files since this one last held the lock
+// (a `--once` beside the daemon) wrote what this one did not record:
+// their stamps differ from those recorded, which its compares notice,
+// but stamps prefetched before that applier ran would not, and the
+// output directory is no longer known to be as the last apply left it.
+void Applier::take_over(const OutputLock& lock) {
+  if (known_serial_ != lock.serial()) in_sync_ = false;
+  if (prefetch_serial_ != lock.serial()) live_files_.end_prefetch();
+  prefetch_serial_.reset();
+  known_serial_ = lock.serial();
+}
+
+// Tells the other appliers that this hold changed the directory.
+void Applier::note_changed(OutputLock& lock) {
+  known_serial_ = lock.record(lock_name_);
+}
+
+namespace {
+
+std::string holder_text(const LockHolder& h) {
+  if (h.name == "daemon") {
+    return fmt::format("the havenoro-relayd daemon (pid {})", h.pid);
+  }
+  if (h.name == "once") {
+    return fmt::format("havenoro-relayd --once (pid {})", h.pid);
+  }
+  return h.pid ? fmt::format("another applier (pid {})", h.pid)
+               : std::string("another applier");
+}
+
+}  // namespace
+
+std::string Applier::busy_text(const OutputLock& lock) const {
+  return fmt::format(
+      "output directory {} is busy: {} kept it locked for the {:g} s "
+      "waited; nothing was changed",
+      config_.output_dir.string(), holder_text(lock.holder()),
+      static_cast<double>(lock_wait_.count()) / 1000);
+}
+
+ApplyReport Applier::busy(const OutputDir& out, const OutputLock& lock) {
+  ready_.clear();
+  ApplyReport report;
+  report.generation = live_generation(out);
+  report.errors.push_back(busy_text(lock));
+  return report;
+}
+
+Applier::Hold Applier::hold() {
+  OutputDir out = output_dir();
+  Hold hold;
+  hold.lock_ = lock(out);
+  if (hold.lock_->held()) {
+    hold_ = hold.lock_;
+  } else {
+    hold.busy_ = busy_text(*hold.lock_);
+  }
+  return hold;
+}
+
 ApplyReport Applier::apply(const model::RelayModel& model,
                            const ApplyScope& scope) {
   EndPrefetch guard{live_files_};
+  OutputDir out = output_dir();
+  auto held = lock(out);
+  if (!held->held()) return busy(out, *held);
   ApplyReport report;
   try {
     report = run(model, scope, false);
   } catch (...) {
     ready_.clear();
     in_sync_ = false;  // stopped halfway: nothing is known
+    try {
+      note_changed(*held);
+    } catch (const std::system_error&) {
+    }
     throw;
   }
   ready_.clear();  // what this apply did not need
-  OutputDir out = output_dir();
+  // A candidate Exim rejected left nothing live that another applier
+  // could have recorded: only what went live (or came back) counts.
+  if (report.new_generation || !report.written.empty() ||
+      !report.removed.empty()) {
+    note_changed(*held);
+  }
   note_in_sync(out, scope, report);
   return report;
 }
@@ -988,6 +1074,9 @@ void Applier::note_in_sync(const OutputDir& out, const ApplyScope& scope,
 
 ApplyReport Applier::plan(const model::RelayModel& model) {
   EndPrefetch guard{live_files_};
+  OutputDir out = output_dir();
+  auto held = lock(out);  // the candidate tree is shared with applies
+  if (!held->held()) return busy(out, *held);
   return run(model, ApplyScope::all(), true);
 }
 
@@ -1101,8 +1190,10 @@ ApplyReport Applier::run(const model::RelayModel& model,
 }
 
 ApplyReport Applier::rollback(std::optional<unsigned long> generation) {
-  ApplyReport report;
   OutputDir out = output_dir();
+  auto held = lock(out);
+  if (!held->held()) return busy(out, *held);
+  ApplyReport report;
   unsigned long live = live_generation(out);
   report.generation = live;
   auto gens = generations(out);
@@ -1140,15 +1231,22 @@ ApplyReport Applier::rollback(std::optional<unsigned long> generation) {
   }
   out.commit({out.stage(kPinFile, fmt::format("{}\n", target), kFileMode)});
   report.pinned = true;
+  note_changed(*held);
   if (target == live) return report;
   report.new_generation = true;
   go_live(out, config_, target, live, report);
   return report;
 }
 
+// Under the lock, not waiting for it: stamps taken while another applier
+// writes would be of half its work. The apply that follows compares the
+// lock file's serial to tell whether one worked in between.
 void Applier::prefetch() {
   OutputDir out = output_dir();
+  OutputLock lock(out, std::chrono::milliseconds(0));
+  if (!lock.held()) return;  // the apply asks the disk instead
   live_files_.prefetch(out);
+  prefetch_serial_ = lock.serial();
 }
 
 void Applier::release_pin() {
@@ -1175,6 +1273,13 @@ LiveRoute Applier::live_route(const std::string& name) const {
 std::vector<unsigned long> Applier::kept_generations() const {
   OutputDir out = output_dir();
   return generations(out);
+}
+
+std::optional<unsigned long> Applier::pinned() const {
+  OutputDir out = output_dir();
+  auto pin = pinned_generation(out);
+  if (!pin || *pin != live_generation(out)) return std::nullopt;
+  return pin;
 }
 
 }  // namespace havenoro::apply

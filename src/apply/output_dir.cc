@@ -5,13 +5,17 @@
 #include <fmt/format.h>
 #include <grp.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <future>
 #include <stdexcept>
+#include <thread>
 
 namespace havenoro::apply {
 namespace {
@@ -21,6 +25,7 @@ using util::errno_error;
 using util::UniqueFd;
 
 constexpr mode_t kDirMode = 0750;
+constexpr mode_t kLockMode = 0640;
 constexpr size_t kMaxCachedDirs = 64;
 
 // A path as a log field: bare when it can be, quoted when it must be, as
@@ -410,6 +415,182 @@ void OutputDir::replace_link(const fs::path& rel, const std::string& target) {
 void OutputDir::sync() {
   if (::syncfs(root_fd_->get()) != 0)
     throw errno_error("syncfs", root_.string());
+}
+
+UniqueFd OutputDir::open_lock_file(const char* name) const {
+  std::string shown = (root_ / name).string();
+  int dir = root_fd_->get();
+  UniqueFd fd(::openat(
+      dir, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid() && errno == EEXIST) {
+    // O_NONBLOCK: whatever was planted there, opening it must not hang.
+    fd = UniqueFd(
+        ::openat(dir, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+  }
+  if (!fd.valid()) {
+    throw errno_error("open lock file (symlinks are refused)", shown);
+  }
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) throw errno_error("stat", shown);
+  // A hard link would hand its other name's owner and mode to the group.
+  if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
+    throw std::system_error(EINVAL, std::generic_category(),
+                            "lock file '" + shown + "' is not a plain file");
+  }
+  if (st.st_uid != 0 || st.st_gid != group_ ||
+      (st.st_mode & 07777) != kLockMode) {
+    if (::fchown(fd.get(), 0, group_) != 0) throw errno_error("chown", shown);
+    if (::fchmod(fd.get(), kLockMode) != 0) throw errno_error("chmod", shown);
+  }
+  return fd;
+}
+
+OutputLock::OutputLock(const OutputDir& dir, std::chrono::milliseconds wait)
+    : path_(dir.root() / kFile), fd_(dir.open_lock_file(kFile)) {
+  auto start = std::chrono::steady_clock::now();
+  held_ = try_lock() || (wait.count() > 0 && wait_until(start, wait));
+  if (held_) {
+    serial_ = read_record().serial;
+  } else {
+    holder_ = find_holder();
+  }
+}
+
+OutputLock::~OutputLock() {
+  // Explicitly: an Exim child forked meanwhile may still share the
+  // descriptor until its exec closes it.
+  if (held_) ::flock(fd_.get(), LOCK_UN);
+}
+
+bool OutputLock::try_lock() {
+  for (;;) {
+    if (::flock(fd_.get(), LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno == EWOULDBLOCK) return false;
+    if (errno != EINTR) throw errno_error("lock", path_.string());
+  }
+}
+
+// flock() has no timeout: polled, 1 ms apart at first, then 10 ms. A
+// save's apply holds the lock for some 15 ms, so a waiter is let in soon
+// after it. A wait that lasts is logged, once: the daemon's journal and
+// --once's standard error say what it waits for.
+bool OutputLock::wait_until(std::chrono::steady_clock::time_point start,
+                            std::chrono::milliseconds wait) {
+  using namespace std::chrono_literals;
+  constexpr auto kQuiet = 1s;
+  std::chrono::milliseconds pause = 1ms;
+  bool logged = false;
+  while (!try_lock()) {
+    auto now = std::chrono::steady_clock::now();
+    auto left = start + wait - now;
+    if (left <= 0s) return false;
+    if (!logged && now - start >= kQuiet) {
+      LockHolder h = find_holder();
+      spdlog::info("apply.waiting path={} holder={} pid={} wait_ms={}",
+                   log_text(path_.string()),
+                   h.name.empty() ? "unknown" : h.name, h.pid, wait.count());
+      logged = true;
+    }
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(pause, left));
+    pause = std::min(pause * 2, std::chrono::milliseconds(10ms));
+  }
+  return true;
+}
+
+OutputLock::Record OutputLock::read_record() const {
+  char buf[128] = {};
+  ssize_t n = ::pread(fd_.get(), buf, sizeof buf - 1, 0);
+  Record r;
+  char name[32] = {};
+  if (n > 0 && std::sscanf(buf, "serial=%lu pid=%ld holder=%31s", &r.serial,
+                           &r.pid, name) == 3) {
+    r.name = name;
+    return r;
+  }
+  return {};  // new: nothing changed under it yet
+}
+
+unsigned long OutputLock::record(const std::string& name) {
+  std::string line = fmt::format("serial={} pid={} holder={}\n", serial_ + 1,
+                                 ::getpid(), name);
+  ssize_t n = ::pwrite(fd_.get(), line.data(), line.size(), 0);
+  if (n >= 0 && static_cast<size_t>(n) != line.size()) errno = EIO;
+  if (n < 0 || static_cast<size_t>(n) != line.size() ||
+      ::ftruncate(fd_.get(), static_cast<off_t>(line.size())) != 0) {
+    throw errno_error("write", path_.string());
+  }
+  return ++serial_;
+}
+
+namespace {
+
+// The process holding a flock() on the file `st` describes, from
+// /proc/locks: "3: FLOCK  ADVISORY  WRITE 4242 fe:00:1234567 0 EOF" (a
+// waiter's line has "->" before FLOCK). On a file system whose locks
+// name the inode of a lower layer (overlayfs) only the inode matches.
+long flock_pid(const struct stat& st) {
+  std::FILE* f = std::fopen("/proc/locks", "re");
+  if (!f) return 0;
+  long exact = 0, by_inode = 0;
+  char line[256];
+  while (std::fgets(line, sizeof line, f)) {
+    char type[16];
+    long pid;
+    unsigned major, minor;
+    unsigned long inode;
+    if (std::sscanf(line, "%*s %15s %*s %*s %ld %x:%x:%lu", type, &pid, &major,
+                    &minor, &inode) != 5 ||
+        std::string_view(type) != "FLOCK" || inode != st.st_ino) {
+      continue;
+    }
+    if (makedev(major, minor) == st.st_dev) exact = pid;
+    by_inode = pid;
+  }
+  std::fclose(f);
+  return exact ? exact : by_inode;
+}
+
+// "once" for a havenoro-relayd --once, "daemon" for havenoro-relayd
+// otherwise, "" for anything else, from its command line.
+std::string applier_name(long pid) {
+  std::string argv;
+  UniqueFd fd(::open(fmt::format("/proc/{}/cmdline", pid).c_str(),
+                     O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return "";
+  try {
+    argv = read_all(fd.get(), "cmdline");
+  } catch (const std::system_error&) {
+    return "";
+  }
+  std::vector<std::string> args;
+  for (size_t at = 0; at < argv.size();) {
+    size_t end = argv.find('\0', at);
+    if (end == std::string::npos) end = argv.size();
+    args.push_back(argv.substr(at, end - at));
+    at = end + 1;
+  }
+  if (std::count(args.begin(), args.end(), "--once")) return "once";
+  if (!args.empty() && fs::path(args[0]).filename() == "havenoro-relayd") {
+    return "daemon";
+  }
+  return "";
+}
+
+}  // namespace
+
+LockHolder OutputLock::find_holder() const {
+  struct stat st;
+  if (::fstat(fd_.get(), &st) != 0) return {};
+  LockHolder h{flock_pid(st), ""};
+  if (h.pid == 0) return h;
+  h.name = applier_name(h.pid);
+  if (h.name.empty()) {
+    // Another program, or another Applier of this one: what it recorded.
+    Record r = read_record();
+    if (r.pid == h.pid) h.name = r.name;
+  }
+  return h;
 }
 
 }  // namespace havenoro::apply

@@ -1,13 +1,20 @@
 #include "havenoro_relay/config/daemon_config.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <grp.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <functional>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 namespace havenoro::config {
@@ -37,13 +44,64 @@ T as(const json& value, const char* type) {
   return value.get<T>();
 }
 
+// A control character would end a line of the Exim configuration that
+// some paths are rendered into; no real path has one.
+bool absolute_path(const std::string& p) {
+  return !p.empty() && p.front() == '/' &&
+         std::none_of(p.begin(), p.end(),
+                      [](unsigned char ch) { return ch < 0x20 || ch == 0x7f; });
+}
+
 Setter path(std::filesystem::path DaemonConfig::*member) {
   return [member](DaemonConfig& c, const json& v) {
     auto p = as<std::string>(v, "a string");
-    if (p.empty() || p.front() != '/') {
-      throw ConfigError("must be an absolute path");
-    }
+    if (!absolute_path(p)) throw ConfigError("must be an absolute path");
     c.*member = p;
+  };
+}
+
+// What exim_reload.cc's probe connects to: a numeric address, since the
+// probe resolves no names, and a port.
+bool address_and_port(const std::string& text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos) return false;
+  std::string host = text.substr(0, colon);
+  std::string port = text.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(),
+                   [](char ch) { return ch >= '0' && ch <= '9'; })) {
+    return false;
+  }
+  int number = std::stoi(port);
+  if (number < 1 || number > 65535) return false;
+  unsigned char address[sizeof(in6_addr)];
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+    return ::inet_pton(AF_INET6, host.c_str(), address) == 1;
+  }
+  return ::inet_pton(AF_INET, host.c_str(), address) == 1;
+}
+
+Setter probe_address() {
+  return [](DaemonConfig& c, const json& v) {
+    auto text = as<std::string>(v, "a string");
+    if (!address_and_port(text)) {
+      throw ConfigError(fmt::format(
+          "must be an IP address and a port, such as 127.0.0.1:25 or "
+          "[::1]:25, not '{}'",
+          text));
+    }
+    c.exim_probe_address = text;
+  };
+}
+
+Setter ca_certificates() {
+  return [](DaemonConfig& c, const json& v) {
+    auto text = as<std::string>(v, "a string");
+    if (text != "system" && !absolute_path(text)) {
+      throw ConfigError("must be \"system\" or an absolute path");
+    }
+    c.tls_ca_certificates = text;
   };
 }
 
@@ -96,12 +154,12 @@ const std::map<std::string, Setter>& setters() {
       {"exim_config", path(&DaemonConfig::exim_config)},
       {"exim_pid_file", path(&DaemonConfig::exim_pid_file)},
       {"exim_main_log", path(&DaemonConfig::exim_main_log)},
-      {"exim_probe_address", text(&DaemonConfig::exim_probe_address)},
+      {"exim_probe_address", probe_address()},
       {"exim_group", text(&DaemonConfig::exim_group)},
       {"exim_reload_command", command(&DaemonConfig::exim_reload_command)},
       {"exim_restart_command", command(&DaemonConfig::exim_restart_command)},
       {"reload_timeout_s", seconds(&DaemonConfig::reload_timeout)},
-      {"tls_ca_certificates", text(&DaemonConfig::tls_ca_certificates)},
+      {"tls_ca_certificates", ca_certificates()},
       {"allow_private_relays",
        [](DaemonConfig& c, const json& v) {
          c.allow_private_relays = as<bool>(v, "true or false");
@@ -142,10 +200,8 @@ const std::map<std::string, Setter>& setters() {
   return table;
 }
 
-}  // namespace
-
-DaemonConfig parse_daemon_config(const std::string& text,
-                                 const std::string& origin) {
+DaemonConfig parse(const std::string& text, const std::string& origin,
+                   std::set<std::string>& given) {
   json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object()) {
     throw ConfigError(origin + ": not a JSON object");
@@ -161,8 +217,132 @@ DaemonConfig parse_daemon_config(const std::string& text,
     } catch (const ConfigError& e) {
       throw ConfigError(fmt::format("{}: '{}' {}", origin, key, e.what()));
     }
+    given.insert(key);
   }
   return config;
+}
+
+// Why `path` is no file of the kind wanted, or "" when it is one.
+std::string file_problem(const std::filesystem::path& path, bool executable) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    int error = errno;
+    return fmt::format("'{}': {}", path.string(), std::strerror(error));
+  }
+  if (S_ISDIR(st.st_mode))
+    return fmt::format("'{}' is a directory", path.string());
+  if (!S_ISREG(st.st_mode))
+    return fmt::format("'{}' is not a regular file", path.string());
+  if (executable && ::access(path.c_str(), X_OK) != 0) {
+    return fmt::format("'{}' is not executable", path.string());
+  }
+  return "";
+}
+
+std::string directory_problem(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    int error = errno;
+    return fmt::format("'{}': {}", path.string(), std::strerror(error));
+  }
+  if (!S_ISDIR(st.st_mode))
+    return fmt::format("'{}' is not a directory", path.string());
+  return "";
+}
+
+bool group_exists(const std::string& name) {
+  struct group entry {};
+  struct group* found = nullptr;
+  std::vector<char> buffer(4096);
+  int rc = 0;
+  while ((rc = ::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(),
+                            &found)) == ERANGE) {
+    buffer.resize(buffer.size() * 2);
+  }
+  return rc == 0 && found != nullptr;
+}
+
+std::string group_problem(const std::string& name) {
+  if (group_exists(name)) return "";
+  return fmt::format("must name a group of this system, not '{}'", name);
+}
+
+std::string program_problem(const std::vector<std::string>& argv) {
+  if (argv.empty()) return "";  // not set: SIGHUP, or the default restart
+  auto problem = file_problem(argv.front(), true);
+  return problem.empty() ? ""
+                         : "must start with an executable file: " + problem;
+}
+
+using SystemCheck = std::function<std::string(const DaemonConfig&)>;
+
+// What a loaded configuration names on this system, checked once when it
+// is loaded: each of these would otherwise fail later, at every apply (a
+// group that does not exist, an Exim binary that is not there), while
+// the daemon said the configuration was fine. What may rightly appear
+// later is not checked: the output directory and the control socket (the
+// daemon creates them), the panel tree (a mount may come later), Exim's
+// pid file and main log (Exim writes them when it runs).
+const std::vector<std::pair<const char*, SystemCheck>>& system_checks() {
+  static const std::vector<std::pair<const char*, SystemCheck>> table = {
+      {"exim_binary",
+       [](const DaemonConfig& c) {
+         auto p = file_problem(c.exim_binary, true);
+         return p.empty() ? p : "must be an executable file: " + p;
+       }},
+      {"exim_config",
+       [](const DaemonConfig& c) {
+         auto p = file_problem(c.exim_config, false);
+         return p.empty() ? p : "must be a file: " + p;
+       }},
+      {"templates_dir",
+       [](const DaemonConfig& c) {
+         auto p = directory_problem(c.templates_dir);
+         return p.empty() ? p : "must be a directory: " + p;
+       }},
+      {"tls_ca_certificates",
+       [](const DaemonConfig& c) {
+         if (c.tls_ca_certificates == "system") return std::string();
+         auto p = file_problem(c.tls_ca_certificates, false);
+         return p.empty() ? p : "must be \"system\" or a file: " + p;
+       }},
+      {"exim_group",
+       [](const DaemonConfig& c) { return group_problem(c.exim_group); }},
+      {"control_socket_group",
+       [](const DaemonConfig& c) {
+         return group_problem(c.control_socket_group);
+       }},
+      {"exim_reload_command",
+       [](const DaemonConfig& c) {
+         return program_problem(c.exim_reload_command);
+       }},
+      {"exim_restart_command",
+       [](const DaemonConfig& c) {
+         return program_problem(c.exim_restart_command);
+       }},
+  };
+  return table;
+}
+
+// A default is checked as a value given would be: a daemon without Exim's
+// binary cannot work whether or not the file names it.
+void check_system(const DaemonConfig& config, const std::string& origin,
+                  const std::set<std::string>& given) {
+  for (const auto& [key, check] : system_checks()) {
+    std::string problem = check(config);
+    if (problem.empty()) continue;
+    throw ConfigError(fmt::format(
+        "{}: '{}'{} {}", origin, key,
+        given.count(key) ? "" : " (not set: the default)", problem));
+  }
+}
+
+}  // namespace
+
+DaemonConfig parse_daemon_config(const std::string& text,
+                                 const std::string& origin) {
+  std::set<std::string> given;
+  return parse(text, origin, given);
 }
 
 DaemonConfig load_daemon_config(const std::filesystem::path& file) {
@@ -170,7 +350,10 @@ DaemonConfig load_daemon_config(const std::filesystem::path& file) {
   if (!in) throw ConfigError("cannot read '" + file.string() + "'");
   std::stringstream text;
   text << in.rdbuf();
-  return parse_daemon_config(text.str(), file.string());
+  std::set<std::string> given;
+  DaemonConfig config = parse(text.str(), file.string(), given);
+  check_system(config, file.string(), given);
+  return config;
 }
 
 }  // namespace havenoro::config

@@ -74,6 +74,30 @@ std::string exim_text(const json& e) {
                      message.empty() ? "" : ": " + message);
 }
 
+// The configuration file, and how its last reload (SIGHUP) went: a
+// refused one stays visible until a reload is taken.
+std::string config_text(const json& s) {
+  std::string file = text(s, "config_file");
+  const json& reload = member(s, "config");
+  if (!reload.is_object()) return file + ", as loaded at start";
+  if (text(reload, "result") == "refused") {
+    return fmt::format(
+        "{}: reload REFUSED at {}: {}; the configuration loaded before "
+        "stays",
+        file, text(reload, "at"), text(reload, "error"));
+  }
+  return fmt::format("{}, reloaded at {}", file, text(reload, "at"));
+}
+
+constexpr const char* kReleasePin =
+    "`havenoro-relayctl reconcile --release-pin --wait` renders the "
+    "snippets again";
+
+std::string pinned_text(const json& pinned) {
+  return fmt::format("generation {} by a rollback; {}",
+                     text(pinned, "generation"), kReleasePin);
+}
+
 std::string errors_text(const json& errors, size_t more) {
   if (!errors.is_array() || errors.empty()) return "";
   TextTable table({"REJECTED", "SINCE", "REASON"});
@@ -128,13 +152,16 @@ std::string relay_text(const json& relay) {
 
 std::string status_view(const json& s) {
   const json& last = member(s, "last_apply");
+  const json& pinned = member(s, "pinned");
   std::vector<std::pair<std::string, std::string>> rows = {
       {"Daemon",
        fmt::format("havenoro-relayd {}, pid {}, up {}", text(s, "version"),
                    text(s, "pid"), duration(s.value("uptime_s", 0L)))},
+      {"Configuration", config_text(s)},
       {"Live generation", text(s, "generation")},
-      {"Last apply", last_apply_text(last)},
   };
+  if (pinned.is_object()) rows.push_back({"Pinned", pinned_text(pinned)});
+  rows.push_back({"Last apply", last_apply_text(last)});
   if (last.is_object()) {
     rows.push_back(
         {"  changed", joined(member(last, "changed_domains")) +
@@ -284,11 +311,19 @@ std::string change_line(const json& c) {
 std::string plan_view(const json& plan) {
   const json& written = member(plan, "would_write");
   const json& removed = member(plan, "would_remove");
-  std::string out = fmt::format(
-      "Exim check {}; {}\n", text(plan, "check"),
+  std::string snippets =
       plan.value("new_generation", false)
           ? "the snippets change: a new generation, Exim would be reloaded"
-          : "the snippets stay, no Exim reload");
+          : "the snippets stay, no Exim reload";
+  // The new snippets wait for the pin's release: say so, and how.
+  if (plan.value("pinned", false)) {
+    snippets = fmt::format(
+        "the snippets would change, but generation {} is pinned by a "
+        "rollback: they stay, no Exim reload;\n  {}",
+        text(plan, "generation"), kReleasePin);
+  }
+  std::string out =
+      fmt::format("Exim check {}; {}\n", text(plan, "check"), snippets);
   if (written.empty() && removed.empty()) {
     out += "No file would change.\n";
   } else {

@@ -95,7 +95,10 @@ void forced_resync(ApplyLoop& loop, engine::Engine::ResyncOptions options,
   loop.run([options, respond](engine::Engine& engine) {
     try {
       auto outcome = engine.resync(options);
-      respond(reconcile_reply(outcome, {}, encode_summary(outcome)));
+      ReconcileTarget all;
+      all.release_pin = options.release_pin;
+      all.confirm_removals = options.confirm_removals;
+      respond(reconcile_reply(outcome, all, encode_summary(outcome)));
     } catch (const std::exception& e) {
       respond(make_reply(Result::kError, e.what()));
     }

@@ -28,6 +28,10 @@ constexpr std::chrono::seconds kCloseWait{2};
 // person looking at `domain D` after a test message waits no longer.
 constexpr std::chrono::seconds kDeliveryPoll{5};
 
+// How often a panel root that went away is looked for again: a rename
+// back or a restore takes seconds, and each look is one lstat().
+constexpr std::chrono::seconds kRewatchInterval{2};
+
 }  // namespace
 
 ControlLimits control_limits(const config::DaemonConfig& config) {
@@ -53,11 +57,12 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
                    .str());
   ApplyObserver observer;
   observer.applied = [this](const engine::ApplyOutcome& o) { applied(o); };
-  observer.engine_failed = [](const std::string& why) {
+  observer.engine_failed = [this](const std::string& why) {
     spdlog::error(LogEvent("config.reload_failed")
                       .add("error", why)
                       .add("kept", "the running configuration")
                       .str());
+    info_.record_reload(why);
   };
   loop_ = std::make_unique<ApplyLoop>(std::make_unique<engine::Engine>(config_),
                                       std::move(observer));
@@ -158,6 +163,7 @@ void Daemon::reload() {
                       .add("error", e.what())
                       .add("kept", "the running configuration")
                       .str());
+    info_.record_reload(e.what());
     notifier_.status(
         "configuration reload failed, running with the old "
         "one: " +
@@ -166,6 +172,7 @@ void Daemon::reload() {
   }
   spdlog::info(
       LogEvent("config.reload").add("config", config_file_.string()).str());
+  info_.record_reload("");
   notifier_.reloading();
 
   // Moving the socket would strand clients that found it where it was.
@@ -215,9 +222,7 @@ void Daemon::open_watcher() {
                      .str());
     return;
   }
-  for (const auto& w : watcher_->rescan()) {
-    spdlog::warn(LogEvent("watch.failed").add("error", w).str());
-  }
+  rescan_watches();
   watch_stream_ = std::make_unique<boost::asio::posix::stream_descriptor>(
       io_, watcher_->fd());
   spdlog::debug(LogEvent("watch.start")
@@ -235,6 +240,8 @@ void Daemon::close_watcher() {
     watch_stream_.reset();
   }
   watcher_.reset();
+  rewatch_timer_.cancel();
+  root_lost_ = false;
 }
 
 void Daemon::wait_panel() {
@@ -255,6 +262,8 @@ void Daemon::on_panel_readable() {
 // watcher failed and a new one took over (it waits on its own).
 bool Daemon::take_panel_changes() {
   if (!watcher_) return false;
+  // A reconcile right after the root is back need not wait for the timer.
+  if (!watcher_->has_root()) rewatch();
   PanelChanges changes;
   try {
     changes = watcher_->read_changes();
@@ -269,6 +278,9 @@ bool Daemon::take_panel_changes() {
   }
   for (const auto& w : changes.warnings)
     spdlog::warn(LogEvent("watch.failed").add("error", w).str());
+  // What a root said on its way out (rm -r's deletions) is not a change
+  // of the panel's: the whole tree is read once a root is back.
+  if (changes.root_gone) changes.paths.clear();
   if (!changes.paths.empty()) {
     spdlog::debug(
         LogEvent("watch.changes").add("paths", changes.paths.size()).str());
@@ -279,17 +291,67 @@ bool Daemon::take_panel_changes() {
                      .add("kept", "a full resync reads everything")
                      .str());
     resync("overflow");
+  } else if (changes.root_gone) {
+    rewatch();  // often back already: a rename there and back, a swap
   }
   return true;
 }
 
 void Daemon::resync(const char* reason) {
   spdlog::debug(LogEvent("resync.start").add("reason", reason).str());
-  if (watcher_) {
-    for (const auto& w : watcher_->rescan())
-      spdlog::warn(LogEvent("watch.failed").add("error", w).str());
-  }
+  if (watcher_) rescan_watches();
   loop_->resync(nullptr);
+}
+
+// Watches what exists of the tree, and says when its root was lost or is
+// back: once each, however often it is looked for in between. True while
+// the root is watched.
+bool Daemon::rescan_watches() {
+  for (const auto& w : watcher_->rescan())
+    spdlog::warn(LogEvent("watch.failed").add("error", w).str());
+  bool watched = watcher_->has_root();
+  if (watched != root_lost_) return watched;  // as it was
+  root_lost_ = !watched;
+  if (watched) {
+    rewatch_timer_.cancel();
+    auto lost = std::chrono::steady_clock::now() - root_lost_at_;
+    spdlog::info(
+        LogEvent("watch.root_back")
+            .add("path", config_.panel_root.string())
+            .add("dirs", watcher_->watch_count())
+            .add("after_ms",
+                 std::chrono::duration_cast<std::chrono::milliseconds>(lost)
+                     .count())
+            .str());
+  } else {
+    root_lost_at_ = std::chrono::steady_clock::now();
+    std::string kept = "the live configuration; looked for every " +
+                       std::to_string(kRewatchInterval.count()) + " s";
+    spdlog::warn(LogEvent("watch.root_lost")
+                     .add("path", config_.panel_root.string())
+                     .add("error", watcher_->root_error())
+                     .add("kept", kept)
+                     .str());
+    schedule_rewatch();
+  }
+  return watched;
+}
+
+// Nothing reported what changed while the root was away (nor where it
+// went): once it is back, a full resync reads it all.
+void Daemon::rewatch() {
+  if (!rescan_watches()) return;
+  spdlog::debug(LogEvent("resync.start").add("reason", "root-back").str());
+  loop_->resync(nullptr);
+}
+
+void Daemon::schedule_rewatch() {
+  rewatch_timer_.expires_after(kRewatchInterval);
+  rewatch_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || !watcher_ || !root_lost_) return;
+    rewatch();
+    if (root_lost_) schedule_rewatch();
+  });
 }
 
 void Daemon::schedule_resync() {

@@ -42,6 +42,14 @@ void DaemonInfo::record(const engine::ApplyOutcome& outcome) {
   }
 }
 
+void DaemonInfo::record_reload(const std::string& error) {
+  std::lock_guard lock(mutex_);
+  reload_ = {{"at", iso_time(engine::Clock::now())},
+             {"result", error.empty() ? "reloaded" : "refused"},
+             {"error", error.empty() ? json(nullptr) : json(error)}};
+  ++version_;
+}
+
 long DaemonInfo::uptime_s() const {
   return std::chrono::duration_cast<std::chrono::seconds>(
              std::chrono::steady_clock::now() - started_steady_)
@@ -62,21 +70,33 @@ json DaemonInfo::complete(json status, unsigned long applies,
   // confirmed state stays true until the next reload.
   if (status.value("exim", json()).is_null()) status["exim"] = exim_;
   status["last_failure"] = last_failure_;
+  status["config"] = reload_;
   return status;
 }
 
 std::string status_line(const json& status) {
+  const json& pinned = status.value("pinned", json());
   std::string line = fmt::format(
-      "generation {}; domains: {} relayed, {} default, {} suspended, {} "
+      "generation {}{}; domains: {} relayed, {} default, {} suspended, {} "
       "rejected",
-      status.value("generation", 0UL), count(status, "relayed"),
-      count(status, "default"), count(status, "suspended"),
-      count(status, "rejected"));
+      status.value("generation", 0UL),
+      pinned.is_object() ? " (pinned by a rollback)" : "",
+      count(status, "relayed"), count(status, "default"),
+      count(status, "suspended"), count(status, "rejected"));
   const json& last = status.value("last_apply", json());
-  if (!last.is_object()) return line + "; first apply pending";
-  return line + fmt::format("; last apply {} at {} in {} ms",
-                            last.value("result", "?"), last.value("at", "?"),
-                            last.value("took_ms", 0));
+  if (!last.is_object()) {
+    line += "; first apply pending";
+  } else {
+    line +=
+        fmt::format("; last apply {} at {} in {} ms", last.value("result", "?"),
+                    last.value("at", "?"), last.value("took_ms", 0));
+  }
+  // Until a reload is taken: the journal line alone scrolls away.
+  const json& reload = status.value("config", json());
+  if (reload.is_object() && reload.value("result", "") == "refused")
+    line += fmt::format("; configuration reload refused at {}",
+                        reload.value("at", "?"));
+  return line;
 }
 
 }  // namespace havenoro::daemon

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -66,18 +67,23 @@ bool PanelWatcher::is_watched_dir(const fs::path& dir) const {
 
 // A directory that appears may already hold files written before its
 // watch existed; `found` (when given) collects them so none is missed.
-void PanelWatcher::add_tree(const fs::path& dir, PanelChanges* found,
-                            std::vector<std::string>& warnings) {
-  if (!is_watched_dir(dir)) return;
+// Returns the directory's watch descriptor, -1 when it is not watched.
+int PanelWatcher::add_tree(const fs::path& dir, PanelChanges* found,
+                           std::vector<std::string>& warnings) {
+  if (!is_watched_dir(dir)) return -1;
   int wd = ::inotify_add_watch(fd_.get(), dir.c_str(), kMask);
   if (wd < 0) {
     int err = errno;
-    // Gone again, or not a directory: nothing to watch, nothing lost.
-    if (err != ENOENT && err != ENOTDIR) {
+    // A root that cannot be watched is no warning of each rescan: the
+    // daemon says once that it is lost, and looks again at intervals.
+    // Below it, a directory gone again or not a directory is nothing lost.
+    if (dir == root_) {
+      root_error_ = std::strerror(err);
+    } else if (err != ENOENT && err != ENOTDIR) {
       warnings.push_back(fmt::format("cannot watch '{}': {}", dir.string(),
                                      std::strerror(err)));
     }
-    return;
+    return -1;
   }
   dirs_[wd] = dir;
 
@@ -89,6 +95,7 @@ void PanelWatcher::add_tree(const fs::path& dir, PanelChanges* found,
       found->paths.insert(entry.path());
     }
   }
+  return wd;
 }
 
 void PanelWatcher::drop_tree(const fs::path& dir) {
@@ -102,9 +109,28 @@ void PanelWatcher::drop_tree(const fs::path& dir) {
   }
 }
 
+void PanelWatcher::lose_root() {
+  drop_tree(root_);
+  root_wd_ = -1;
+}
+
+// inotify follows inodes, not paths: a root replaced while no event said
+// so (its parent renamed, a file system mounted over it) would leave
+// every watch on the old tree. One lstat() per rescan tells.
 std::vector<std::string> PanelWatcher::rescan() {
   std::vector<std::string> warnings;
-  add_tree(root_, nullptr, warnings);
+  struct stat st {};
+  if (::lstat(root_.c_str(), &st) != 0) {
+    root_error_ = std::strerror(errno);
+    lose_root();
+    return warnings;
+  }
+  std::pair<dev_t, ino_t> id{st.st_dev, st.st_ino};
+  if (root_wd_ >= 0 && id != root_id_) lose_root();
+  root_error_.clear();
+  root_wd_ = add_tree(root_, nullptr, warnings);
+  if (root_wd_ < 0) lose_root();
+  root_id_ = id;
   return warnings;
 }
 
@@ -119,15 +145,18 @@ void PanelWatcher::handle(int wd, uint32_t mask, const std::string& name,
   fs::path dir = it->second;
   if (mask & IN_IGNORED) {
     dirs_.erase(it);
-    out.overflow |= dir == root_;
+    if (wd == root_wd_) {
+      lose_root();  // unmounted: the rest of the tree goes with it
+      out.root_gone = true;
+    }
     return;
   }
   if (mask & (IN_DELETE_SELF | IN_MOVE_SELF)) {
     // Below the root, the parent's event says the same. The root itself
     // going means the whole tree must be read again once it is back.
-    if (dir == root_) {
-      drop_tree(root_);
-      out.overflow = true;
+    if (wd == root_wd_) {
+      lose_root();
+      out.root_gone = true;
     }
     return;
   }

@@ -128,22 +128,67 @@ Reply server_reply(const ApplyOutcome& o,
           std::move(arguments)};
 }
 
-Reply all_reply(const ApplyOutcome& o, json arguments) {
-  if (!o.report.ok()) return failed(o, std::move(arguments));
-  if (!o.report.held_back.empty()) {
-    return {Result::kError, one_line(o.report.held_back.front()),
-            std::move(arguments)};
+// The relay domains an apply removed: each is its credential directory.
+size_t relays_removed(const ApplyOutcome& o) {
+  const std::string prefix = "domains/";
+  return std::count_if(o.report.removed.begin(), o.report.removed.end(),
+                       [&](const std::string& path) {
+                         return path.starts_with(prefix) &&
+                                path.find('/', prefix.size()) ==
+                                    std::string::npos;
+                       });
+}
+
+// "applied: generation 4 live, Exim reloaded", or "nothing to change:
+// generation 4 live"; the pin when it held the snippets back.
+std::string live_text(const ApplyOutcome& o) {
+  const apply::ApplyReport& r = o.report;
+  std::string text = fmt::format(
+      "{}: generation {} live", r.unchanged() ? "nothing to change" : "applied",
+      r.generation);
+  if (r.new_generation) {
+    text += r.reloaded ? ", Exim reloaded"
+                       : ", Exim not reloaded" +
+                             (r.exim_state.empty() ? "" : ": " + r.exim_state);
   }
+  if (r.pinned) text += ", its snippets pinned by a rollback";
+  return text;
+}
+
+// What a full reconcile did, said before what it left out: a result of 1
+// for one rejected domain must not hide that the pin was released, the
+// removals done and a new generation is live.
+std::string done_text(const ApplyOutcome& o, const ReconcileTarget& t) {
+  std::vector<std::string> parts;
+  if (t.release_pin) parts.push_back("pin released");
+  if (t.confirm_removals) {
+    size_t n = relays_removed(o);
+    parts.push_back(fmt::format("removals confirmed: {} relay domain{} removed",
+                                n, n == 1 ? "" : "s"));
+  }
+  parts.push_back(live_text(o));
+  return fmt::format("{}", fmt::join(parts, "; "));
+}
+
+Reply all_reply(const ApplyOutcome& o, const ReconcileTarget& t,
+                json arguments) {
+  if (!o.report.ok()) {
+    // The pin is gone before the resync reads anything, whatever follows.
+    Reply reply = failed(o, std::move(arguments));
+    if (t.release_pin) reply.text = "pin released; " + reply.text;
+    return reply;
+  }
+  std::string text = done_text(o, t);
+  if (!o.report.held_back.empty())
+    text += "; held back: " + o.report.held_back.front();
   if (!o.problems.empty()) {
-    std::string more =
-        o.problems.size() > 1
-            ? fmt::format(" (and {} more)", o.problems.size() - 1)
-            : "";
-    return {Result::kError, one_line(o.problems.front()) + more,
-            std::move(arguments)};
+    text += "; rejected: " + o.problems.front();
+    if (o.problems.size() > 1)
+      text += fmt::format(" (and {} more)", o.problems.size() - 1);
   }
-  return {Result::kSuccess,
-          fmt::format("panel tree {}{}", o.result(), generation_note(o)),
+  // Result 1 when something was left out: panel-contract.md §2.
+  bool left_out = !o.report.held_back.empty() || !o.problems.empty();
+  return {left_out ? Result::kError : Result::kSuccess, one_line(text),
           std::move(arguments)};
 }
 
@@ -210,7 +255,7 @@ Reply reconcile_reply(const ApplyOutcome& outcome,
       case ReconcileTarget::Kind::kAll:
         break;
     }
-    return all_reply(outcome, json::object());
+    return all_reply(outcome, target, json::object());
   }();
   reply.encoded = std::move(summary);
   return reply;

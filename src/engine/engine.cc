@@ -354,6 +354,10 @@ ApplyOutcome Engine::rollback(std::optional<unsigned long> generation) {
   outcome.report = applier_.rollback(generation);
   outcome.took = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - t0);
+  // Refused before it changed anything (no such generation, Exim rejects
+  // it): only its client hears. The last apply, which status and STATUS=
+  // show, is still what is live.
+  if (!outcome.report.pinned) return outcome;
   std::unique_lock lock(mutex_);
   last_apply_ = outcome;
   note_exim(outcome);
@@ -516,6 +520,9 @@ Engine::Reread Engine::reread_pending() {
 
 ApplyOutcome Engine::apply_pending() {
   if (pending_full_) return resync();
+  // A file missing because the whole tree is (unmounted, moved away) is
+  // not a domain deleted: nothing is applied until the tree is back.
+  panel::check_panel_root(config_.panel_root);
   bool server = pending_server_;
   if (!server && pending_users_.empty()) {
     // A save of one domain or two: Exim starts on the checks while the
@@ -762,6 +769,8 @@ json Engine::plan() {
           {"check", report.ok() ? "passed" : "failed"},
           {"errors", report.errors},
           {"held_back", report.held_back},
+          {"pinned", report.pinned},
+          {"generation", report.generation},
           {"problems", problems}};
 }
 
@@ -826,6 +835,18 @@ json warnings_json(const model::RelayModel& model) {
   return list;
 }
 
+// The rollback's pin in force, as status shows it, or null.
+json pinned_json(const apply::Applier& applier) {
+  try {
+    if (auto generation = applier.pinned())
+      return {{"generation", *generation}};
+  } catch (const std::exception&) {
+    // An output directory that cannot be read (or its group gone) has no
+    // pin to show; the next apply says what is wrong with it.
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 json Engine::status() const {
@@ -876,7 +897,8 @@ void Engine::refresh_status_cache() const {
       {"errors", errors_json(errors_)},
       {"errors_total", errors_.size()},
       {"warnings", warnings_json(model_)},
-      {"warnings_total", model_.warning_count()}});
+      {"warnings_total", model_.warning_count()},
+      {"pinned", pinned_json(applier_)}});
   std::lock_guard lock(status_mutex_);
   status_cache_ = std::move(s);
   status_of_ = shown_apply();

@@ -140,6 +140,66 @@ TEST(Views, StatusTableBeforeTheFirstApply) {
       << t;
 }
 
+// Verifies that a rollback's pin is its own row, saying how to end it,
+// and that without one there is none.
+TEST(Views, StatusTableShowsThePin) {
+  json s = {{"version", "0.1.0"},
+            {"pid", 1},
+            {"uptime_s", 5},
+            {"generation", 3},
+            {"last_apply", nullptr},
+            {"domains", json::object()},
+            {"server_relay", nullptr},
+            {"exim", nullptr},
+            {"pinned", {{"generation", 3}}}};
+  std::string t = status_view(s);
+  EXPECT_NE(t.find("Pinned             generation 3 by a rollback; "
+                   "`havenoro-relayctl reconcile --release-pin --wait` "
+                   "renders the snippets again\n"),
+            std::string::npos)
+      << t;
+  s["pinned"] = nullptr;
+  EXPECT_EQ(status_view(s).find("Pinned"), std::string::npos);
+}
+
+// Verifies that the configuration row says how the last reload went: a
+// refused one with its reason, until a reload is taken.
+TEST(Views, StatusTableShowsTheLastReload) {
+  json s = {{"version", "0.1.0"},
+            {"pid", 1},
+            {"uptime_s", 5},
+            {"generation", 3},
+            {"domains", json::object()},
+            {"config_file", "/etc/havenoro-relayd/config.json"},
+            {"config", nullptr}};
+  EXPECT_NE(status_view(s).find("Configuration      "
+                                "/etc/havenoro-relayd/config.json, as loaded "
+                                "at start\n"),
+            std::string::npos)
+      << status_view(s);
+  s["config"] = {{"at", "2024-05-01T12:00:00Z"},
+                 {"result", "refused"},
+                 {"error",
+                  "/etc/havenoro-relayd/config.json: 'exim_group' must name "
+                  "a group of this system, not 'nosuchgroup'"}};
+  EXPECT_NE(status_view(s).find(
+                "Configuration      /etc/havenoro-relayd/config.json: reload "
+                "REFUSED at 2024-05-01T12:00:00Z: "
+                "/etc/havenoro-relayd/config.json: 'exim_group' must name a "
+                "group of this system, not 'nosuchgroup'; the configuration "
+                "loaded before stays\n"),
+            std::string::npos)
+      << status_view(s);
+  s["config"] = {{"at", "2024-05-01T12:05:00Z"},
+                 {"result", "reloaded"},
+                 {"error", nullptr}};
+  EXPECT_NE(status_view(s).find("Configuration      "
+                                "/etc/havenoro-relayd/config.json, reloaded "
+                                "at 2024-05-01T12:05:00Z\n"),
+            std::string::npos)
+      << status_view(s);
+}
+
 // Verifies the one-domain table.
 TEST(Views, DomainTable) {
   json d = {{"domain", "a.example"}, {"user", "alice"},
@@ -324,6 +384,24 @@ TEST(Views, PlanWithNothingToDo) {
                {"check", "passed"}};
   EXPECT_EQ(plan_view(plan),
             "Exim check passed; the snippets stay, no Exim reload\n"
+            "No file would change.\n");
+}
+
+// Verifies that a plan whose snippets a rollback's pin holds says so, and
+// how to let them through.
+TEST(Views, PlanSaysWhatThePinHolds) {
+  json plan = {{"would_write", json::array()},
+               {"would_remove", json::array()},
+               {"changes", json::array()},
+               {"new_generation", false},
+               {"pinned", true},
+               {"generation", 2},
+               {"check", "passed"}};
+  EXPECT_EQ(plan_view(plan),
+            "Exim check passed; the snippets would change, but generation 2 "
+            "is pinned by a rollback: they stay, no Exim reload;\n"
+            "  `havenoro-relayctl reconcile --release-pin --wait` renders the "
+            "snippets again\n"
             "No file would change.\n");
 }
 

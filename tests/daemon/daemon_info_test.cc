@@ -94,5 +94,40 @@ TEST(DaemonInfo, VersionMovesWithAReloadOrAFailure) {
   EXPECT_GE(info.uptime_s(), 0);
 }
 
+// Verifies that status-get's `config` says how the last reload went, and
+// that each reload moves the version, so the encoded status shows it.
+TEST(DaemonInfo, KeepsLastConfigReload) {
+  DaemonInfo info("/c.json");
+  EXPECT_TRUE(info.complete(engine_status(), 0, 0)["config"].is_null());
+  auto v0 = info.version();
+  info.record_reload("/c.json: 'exim_group' must name a group of this system");
+  auto s = info.complete(engine_status(), 0, 0);
+  EXPECT_EQ(s["config"]["result"], "refused");
+  EXPECT_EQ(s["config"]["error"],
+            "/c.json: 'exim_group' must name a group of this system");
+  EXPECT_TRUE(s["config"]["at"].is_string());
+  EXPECT_GT(info.version(), v0);
+  info.record_reload("");
+  s = info.complete(engine_status(), 0, 0);
+  EXPECT_EQ(s["config"]["result"], "reloaded");
+  EXPECT_TRUE(s["config"]["error"].is_null());
+}
+
+// Verifies that the summary line says a rollback's pin, and a refused
+// reload until one is taken.
+TEST(StatusLine, SaysPinAndRefusedReload) {
+  json s = engine_status();
+  s["pinned"] = {{"generation", 42}};
+  s["config"] = {{"at", "2024-05-01T12:00:00Z"}, {"result", "refused"}};
+  EXPECT_EQ(status_line(s),
+            "generation 42 (pinned by a rollback); domains: 12 relayed, 4 "
+            "default, 1 suspended, 1 rejected; last apply applied at "
+            "2024-05-01T12:00:01Z in 12 ms; configuration reload refused at "
+            "2024-05-01T12:00:00Z");
+  s["config"]["result"] = "reloaded";
+  s["pinned"] = nullptr;
+  EXPECT_EQ(status_line(s), status_line(engine_status()));
+}
+
 }  // namespace
 }  // namespace havenoro::daemon

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "test_dir.h"
 
@@ -39,6 +40,7 @@ class PanelWatcherTest : public ::testing::Test {
       auto some = watcher_->read_changes();
       all.paths.insert(some.paths.begin(), some.paths.end());
       all.overflow |= some.overflow;
+      all.root_gone |= some.root_gone;
     }
     return all;
   }
@@ -142,22 +144,95 @@ TEST_F(PanelWatcherTest, IgnoresDirectoriesOutsideTheLayout) {
   EXPECT_EQ(watcher_->watch_count(), before);
 }
 
-// Verifies that losing the root itself asks for a full resync, and that a
-// rescan watches it again once it is back.
-TEST_F(PanelWatcherTest, LostRootMeansResync) {
+// Verifies that a removed root is reported as gone, and that a rescan
+// watches the tree made again in its place.
+TEST_F(PanelWatcherTest, RemovedRootIsGoneUntilRescanned) {
   fs::remove_all(root_);
-  EXPECT_TRUE(collect().overflow);
+  auto c = collect();
+  EXPECT_TRUE(c.root_gone);
+  EXPECT_FALSE(c.overflow);
+  EXPECT_FALSE(watcher_->has_root());
   EXPECT_EQ(watcher_->watch_count(), 0u);
   fs::create_directories(root_ / "data/users");
   EXPECT_TRUE(watcher_->rescan().empty());
+  EXPECT_TRUE(watcher_->has_root());
   EXPECT_EQ(watcher_->watch_count(), 3u);
 }
 
-// Verifies that a panel root that does not exist yet is not an error.
+// Verifies that a root renamed away is gone, is not found while it is
+// away, and is watched whole again (saves reported) once renamed back.
+TEST_F(PanelWatcherTest, RootRenamedAwayAndBackIsWatchedAgain) {
+  size_t before = watcher_->watch_count();
+  fs::path away = tmp_.path() / "panel.moved";
+  fs::rename(root_, away);
+  EXPECT_TRUE(collect().root_gone);
+  EXPECT_EQ(watcher_->watch_count(), 0u);
+  EXPECT_TRUE(watcher_->rescan().empty());
+  EXPECT_FALSE(watcher_->has_root());
+  EXPECT_FALSE(watcher_->root_error().empty());
+
+  fs::rename(away, root_);
+  EXPECT_TRUE(watcher_->rescan().empty());
+  EXPECT_TRUE(watcher_->has_root());
+  EXPECT_TRUE(watcher_->root_error().empty());
+  EXPECT_EQ(watcher_->watch_count(), before);
+  save(mail("alice", "back.example.json"), "{}");
+  auto c = collect();
+  EXPECT_TRUE(c.paths.count(mail("alice", "back.example.json")));
+  EXPECT_FALSE(c.root_gone);
+}
+
+// Verifies that a root replaced with no event about it (its parent was
+// renamed, so the root's own watch saw nothing) is noticed by a rescan:
+// the new tree is watched, the old one no longer reported.
+TEST(PanelWatcher, RootReplacedUnseenIsWatchedAfresh) {
+  testing::TestDir tmp;
+  fs::path root = tmp.path() / "mnt/panel";
+  fs::create_directories(root / "data/users/alice/mail");
+  PanelWatcher watcher(root);
+  EXPECT_TRUE(watcher.rescan().empty());
+  size_t before = watcher.watch_count();
+
+  fs::rename(tmp.path() / "mnt", tmp.path() / "old");
+  fs::create_directories(root / "data/users/bob/mail");
+  EXPECT_TRUE(watcher.rescan().empty());
+  EXPECT_TRUE(watcher.has_root());
+  EXPECT_EQ(watcher.watch_count(), before);  // alice's two, now bob's
+
+  write_text(tmp.path() / "old/panel/data/users/alice/mail/x.json", "{}");
+  write_text(root / "data/users/bob/mail/y.json", "{}");
+  pollfd p{watcher.fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  auto c = watcher.read_changes();
+  EXPECT_TRUE(c.paths.count(root / "data/users/bob/mail/y.json"));
+  EXPECT_FALSE(c.paths.count(root / "data/users/alice/mail/x.json"));
+}
+
+// Verifies that a panel root that does not exist yet is not a warning of
+// each rescan, only a reason, and is watched once it appears.
 TEST(PanelWatcher, MissingRootIsWatchedLater) {
   testing::TestDir tmp;
   PanelWatcher watcher(tmp.path() / "not-yet");
   EXPECT_TRUE(watcher.rescan().empty());
+  EXPECT_EQ(watcher.watch_count(), 0u);
+  EXPECT_FALSE(watcher.has_root());
+  EXPECT_NE(watcher.root_error().find("No such file"), std::string::npos);
+  fs::create_directories(tmp.path() / "not-yet/conf");
+  EXPECT_TRUE(watcher.rescan().empty());
+  EXPECT_TRUE(watcher.has_root());
+  EXPECT_EQ(watcher.watch_count(), 2u);
+}
+
+// Verifies that a root that is a symbolic link is not followed: it is not
+// watched, and says why.
+TEST(PanelWatcher, SymlinkedRootIsNotWatched) {
+  testing::TestDir tmp;
+  fs::create_directories(tmp.path() / "real/data/users");
+  fs::create_directory_symlink(tmp.path() / "real", tmp.path() / "panel");
+  PanelWatcher watcher(tmp.path() / "panel");
+  EXPECT_TRUE(watcher.rescan().empty());
+  EXPECT_FALSE(watcher.has_root());
+  EXPECT_EQ(watcher.root_error(), std::strerror(ENOTDIR));
   EXPECT_EQ(watcher.watch_count(), 0u);
 }
 

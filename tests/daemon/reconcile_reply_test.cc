@@ -111,7 +111,7 @@ TEST(ReconcileReply, ServerAppliedSucceeds) {
 }
 
 // Verifies that a full reconcile with rejections names the first and
-// counts the rest.
+// counts the rest, after what it did.
 TEST(ReconcileReply, FullReconcileSumsUpRejections) {
   auto o = outcome_with({});
   o.problems = {"domain 'a.example' (user x): smtp_relay.port: bad",
@@ -119,7 +119,112 @@ TEST(ReconcileReply, FullReconcileSumsUpRejections) {
   auto r = reply_to(o, {});
   EXPECT_EQ(r.result, Result::kError);
   EXPECT_EQ(r.text,
-            "domain 'a.example' (user x): smtp_relay.port: bad (and 1 more)");
+            "nothing to change: generation 7 live; rejected: domain "
+            "'a.example' (user x): smtp_relay.port: bad (and 1 more)");
+}
+
+// A full resync that made generation 4 live and reloaded Exim.
+ApplyOutcome new_generation_applied() {
+  auto o = outcome_with({});
+  o.full = true;
+  o.report.generation = 4;
+  o.report.new_generation = true;
+  o.report.reloaded = true;
+  o.report.written = {"generations/4/routers.conf",
+                      "domains/a.example/smtp_relay.conf"};
+  return o;
+}
+
+// Verifies that a full reconcile with one domain rejected says first that
+// the new generation is live and Exim reloaded, keeping result 1 (the
+// panel contract's "rejected"), on one line.
+TEST(ReconcileReply, FullReconcileSaysWhatItDidBeforeTheRejection) {
+  auto o = new_generation_applied();
+  o.problems = {"domain 'bad.example' (user x): smtp_relay.port:\n0"};
+  auto r = reply_to(o, {});
+  EXPECT_EQ(r.result, Result::kError);
+  EXPECT_EQ(r.text,
+            "applied: generation 4 live, Exim reloaded; rejected: domain "
+            "'bad.example' (user x): smtp_relay.port: 0");
+  o.problems.clear();
+  r = reply_to(o, {});
+  EXPECT_EQ(r.result, Result::kSuccess);
+  EXPECT_EQ(r.text, "applied: generation 4 live, Exim reloaded");
+}
+
+// Verifies that `reconcile --release-pin` says the pin was released,
+// whatever else the apply did: with a rejection, without one, and when
+// the apply failed (the pin is gone all the same).
+TEST(ReconcileReply, ReleasedPinIsSaid) {
+  ReconcileTarget release;
+  release.release_pin = true;
+  auto o = new_generation_applied();
+  EXPECT_EQ(reply_to(o, release).text,
+            "pin released; applied: generation 4 live, Exim reloaded");
+  o.problems = {"domain 'bad.example' (user x): smtp_relay.port: 0"};
+  auto r = reply_to(o, release);
+  EXPECT_EQ(r.result, Result::kError);
+  EXPECT_EQ(r.text,
+            "pin released; applied: generation 4 live, Exim reloaded; "
+            "rejected: domain 'bad.example' (user x): smtp_relay.port: 0");
+  auto failed = outcome_with({});
+  failed.report.errors = {"exim rejected the candidate: line 3"};
+  EXPECT_EQ(reply_to(failed, release).text,
+            "pin released; not applied: exim rejected the candidate: line 3 "
+            "(the last applied configuration stays live)");
+}
+
+// Verifies that `reconcile --confirm-removals` counts the relay domains
+// it removed (their credential directories, not a suspension marker or
+// DKIM files that went too).
+TEST(ReconcileReply, ConfirmedRemovalsAreCounted) {
+  ReconcileTarget confirm;
+  confirm.confirm_removals = true;
+  auto o = outcome_with({});
+  o.full = true;
+  o.report.removed = {"domains/a.example", "domains/b.example",
+                      "dkim/a.example", "suspended/c.example",
+                      "domains/d.example/smtp_relay.conf"};
+  o.problems = {"domain 'bad.example' (user x): smtp_relay.port: 0"};
+  auto r = reply_to(o, confirm);
+  EXPECT_EQ(r.result, Result::kError);
+  EXPECT_EQ(r.text,
+            "removals confirmed: 2 relay domains removed; applied: "
+            "generation 7 live; rejected: domain 'bad.example' (user x): "
+            "smtp_relay.port: 0");
+  o.report.removed = {"domains/a.example"};
+  o.problems.clear();
+  EXPECT_EQ(reply_to(o, confirm).text,
+            "removals confirmed: 1 relay domain removed; applied: "
+            "generation 7 live");
+}
+
+// Verifies that a full reconcile says when the snippets were held by a
+// rollback's pin, and when Exim was not reloaded for a new generation.
+TEST(ReconcileReply, FullReconcileSaysPinAndReload) {
+  auto o = outcome_with({});
+  o.report.written = {"domains/a.example/smtp_relay.conf"};
+  o.report.pinned = true;
+  EXPECT_EQ(reply_to(o, {}).text,
+            "applied: generation 7 live, its snippets pinned by a rollback");
+  auto fresh = new_generation_applied();
+  fresh.report.reloaded = false;
+  fresh.report.exim_state = "no exim daemon runs";
+  EXPECT_EQ(reply_to(fresh, {}).text,
+            "applied: generation 4 live, Exim not reloaded: no exim daemon "
+            "runs");
+}
+
+// Verifies that a held-back mass removal in a full reconcile is result 1
+// after what went live.
+TEST(ReconcileReply, FullReconcileSaysWhatWasHeldBack) {
+  auto o = new_generation_applied();
+  o.report.held_back = {"refusing to remove 11 of 12 relay domains"};
+  auto r = reply_to(o, {});
+  EXPECT_EQ(r.result, Result::kError);
+  EXPECT_EQ(r.text,
+            "applied: generation 4 live, Exim reloaded; held back: refusing "
+            "to remove 11 of 12 relay domains");
 }
 
 // Verifies that the summary says what the apply did, and counts what

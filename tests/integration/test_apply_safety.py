@@ -15,6 +15,7 @@ HAVENORO_KILL_SEED replays the kill test with another seed;
 HAVENORO_KEEP_WORKDIR=1 keeps the temporary directories.
 """
 
+import fcntl
 import json
 import os
 import random
@@ -869,6 +870,181 @@ class DaemonHoldsAndAnswersTest(SafetyCase):
 
         self.reconcile(confirm_removals=True)
         self.assertEqual(sorted(os.listdir(live)), domains["dave"])
+
+
+# What --once prints, alone on its line, when the daemon kept the output
+# directory locked for all of --once's wait.
+ONCE_BUSY = re.compile(
+    r"havenoro-relayd: output directory \S+ is busy: the havenoro-relayd "
+    r"daemon \(pid \d+\) kept it locked for the 30 s waited; nothing was "
+    r"changed; while the daemon runs, apply with havenoro-relayctl "
+    r"reconcile --wait \(add --confirm-removals to confirm a mass "
+    r"removal\)")
+
+
+class OnceBesideTheDaemonTest(SafetyCase):
+    """`havenoro-relayd --once` while the long-running daemon applies to the
+    same output directory: one applier at a time (the lock file `.lock`),
+    neither fails for the other, and neither leaves stale settings live."""
+
+    DOMAINS = [f"b{i}.example" for i in range(6)]
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_parts()
+        cls.relay = cls.start_relay("relay-once", check_accounts=False)
+        cls.panel.write_user("alice")
+        cls.panel.write_server_relay(None)
+        cls.want = {}  # domain -> (username, password) as saved last
+        for domain in cls.DOMAINS:
+            cls.want[domain] = (f"user-{domain}-0", f"Pw-{domain}-0")
+            cls.save(domain)
+        cls.daemon = dh.RelaydDaemon(cls.binary, cls.config(), cls.work,
+                                     name="relayd-once")
+        cls.addClassCleanup(cls.daemon.kill)
+        cls.daemon.wait_ready()
+
+    @classmethod
+    def save(cls, domain):
+        username, password = cls.want[domain]
+        relay = h.relay_settings(cls.relay, username=username,
+                                 password=password)
+        cls.panel.write_domain("alice", domain, {"smtp_relay": relay})
+
+    def expected(self):
+        """domain -> (route, username, password) as the panel says."""
+        return {d: (f"localhost:{self.relay.port}", u, p)
+                for d, (u, p) in self.want.items()}
+
+    def live_credentials(self):
+        """domain -> (route, username, password) of each live file."""
+        out = {}
+        domains = self.output_dir / "domains"
+        for name in sorted(os.listdir(domains)):
+            if name.startswith("."):
+                continue
+            f = sh.parse_credential(
+                (domains / name / "smtp_relay.conf").read_text())
+            out[name] = (f.get("route"), sh.decoded(f, "username"),
+                         sh.decoded(f, "password"))
+        return out
+
+    def assertAllAgree(self, failed_before):
+        """After the daemon went idle: every live credential file as the
+        panel's settings render it, the same in `domain-get`, no failed
+        apply in the daemon's log, no leftover in the output directory."""
+        self.daemon.wait_idle()
+        self.assertEqual(self.live_credentials(), self.expected())
+        for domain, (username, _) in self.want.items():
+            reply = self.daemon.request("domain-get", domain=domain)
+            got = reply["arguments"]
+            self.assertEqual((got["route"], got["relay"]["username"]),
+                             ("relay", username), reply)
+        failed = self.daemon.log_events("apply.failed")[failed_before:]
+        self.assertEqual(failed, [], self.daemon.log_text()[-4000:])
+        self.assertEqual(sh.dot_entries(self.output_dir), [])
+
+    def test_once_while_the_daemon_applies_saves_takes_its_turn(self):
+        """verifies the review's repro: --once run again and again for 6 s
+        while a few domains are saved every 50 ms and the daemon applies
+        each save. Each run applies (exit 0, no problem line) or, had the
+        daemon kept the lock for 30 s, fails with the one line naming the
+        daemon; the daemon fails no apply; afterwards the live files, the
+        daemon's `domain-get` and a message through the relay all carry the
+        last saved credentials."""
+        self.daemon.wait_idle()
+        failed_before = len(self.daemon.log_events("apply.failed"))
+        stop = threading.Event()
+        errors = []
+
+        def saver():
+            n = 0
+            try:
+                while not stop.is_set():
+                    n += 1
+                    domain = self.DOMAINS[n % 3]  # a few, again and again
+                    self.want[domain] = (f"user-{domain}-{n}",
+                                         f"Pw-{domain}-{n}")
+                    self.save(domain)
+                    stop.wait(0.05)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        thread = threading.Thread(target=saver, daemon=True)
+        thread.start()
+        runs = []
+        try:
+            # Back to back, as the review ran them; a run takes some 10 ms.
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline and len(runs) < 200:
+                runs.append(self.apply())
+        finally:
+            stop.set()
+            thread.join(10)
+        self.assertEqual(errors, [])
+        self.assertGreaterEqual(len(runs), 3, "too few --once runs")
+        for cp in runs:
+            problems = [line for line in cp.stderr.splitlines()
+                        if line.startswith("havenoro-relayd: ")
+                        and not line.startswith("havenoro-relayd: warning:")]
+            if cp.returncode == 0:
+                self.assertEqual(problems, [], cp.stderr)
+                self.assertRegex(self.last_line(cp),
+                                 r"^apply\.(done|unchanged) ")
+            else:
+                self.assertEqual(len(problems), 1, cp.stderr)
+                self.assertRegex(problems[0], f"^{ONCE_BUSY.pattern}$")
+        self.assertAllAgree(failed_before)
+        domain = self.DOMAINS[1]
+        username, password = self.want[domain]
+        self.assertArrivesAs(f"sender@{domain}", self.relay, username,
+                             password)
+
+    def test_once_waits_for_the_lock_and_then_applies(self):
+        """verifies --once and the daemon while another process holds the
+        output directory's lock: both wait (and say so after a second,
+        naming the holder's pid), nothing live changes meanwhile, and once
+        the lock is let go --once exits 0 and the saved settings are live
+        and in `domain-get`."""
+        self.daemon.wait_idle()
+        failed_before = len(self.daemon.log_events("apply.failed"))
+        waiting_before = len(self.daemon.log_events("apply.waiting"))
+        config = sh.write_config(self.config(), self.work / "once-wait.json")
+        stderr = self.work / "once-wait.stderr"
+        domain = self.DOMAINS[4]
+        lock = os.open(self.output_dir / ".lock", os.O_RDWR | os.O_NOFOLLOW)
+        proc = None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            before = self.live_credentials()
+            self.want[domain] = ("user-held", "Pw-held")
+            self.save(domain)
+            with open(stderr, "w") as err:
+                proc = subprocess.Popen(
+                    [str(self.binary), "--config", str(config), "--once"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=err, text=True)
+            holder = f"holder=unknown pid={os.getpid()} "
+            h.wait_until(lambda: holder in stderr.read_text(), 15,
+                         "--once's apply.waiting")
+            h.wait_until(lambda: len(self.daemon.log_events(
+                "apply.waiting")) > waiting_before, 15,
+                "the daemon's apply.waiting")
+            self.assertIn(holder, self.daemon.log_events("apply.waiting")[-1])
+            self.assertIsNone(proc.poll(), stderr.read_text())
+            self.assertEqual(self.live_credentials(), before)
+        finally:
+            os.close(lock)  # lets go of the lock
+            if proc is not None:
+                out, _ = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 0, stderr.read_text())
+        # The daemon may have taken the lock first and applied the save.
+        self.assertRegex(out.strip().splitlines()[-1],
+                         r"^apply\.(done|unchanged) ")
+        self.assertEqual(self.live_credentials()[domain],
+                         self.expected()[domain])
+        self.assertAllAgree(failed_before)
+
 
 if __name__ == "__main__":
     unittest.main()

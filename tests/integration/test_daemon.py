@@ -885,32 +885,18 @@ class RelayTestCommandTest(DaemonTest):
             "smtp_relay": h.relay_settings(
                 host="127.0.0.1", port=cls.stalling.port, security="none")})
 
-    class StallingRelay:
+    class StallingRelay(h.SilentListener):
         """A relay that answers the probe (banner, EHLO, QUIT; no TLS, no
         AUTH) and never answers MAIL FROM, as a relay that hangs mid-
         dialogue: a message Exim hands it stays queued."""
 
         def __init__(self):
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind(("127.0.0.1", 0))
-            self.sock.listen(16)
-            self.sock.settimeout(0.2)
-            self.port = self.sock.getsockname()[1]
             self.mail_seen = threading.Event()
-            self.connections = []
-            self._stop = threading.Event()
-            threading.Thread(target=self._accept, daemon=True).start()
+            super().__init__()
 
-        def _accept(self):
-            while not self._stop.is_set():
-                try:
-                    conn, _ = self.sock.accept()
-                except (socket.timeout, OSError):
-                    continue
-                self.connections.append(conn)
-                threading.Thread(target=self._serve, args=(conn,),
-                                 daemon=True).start()
+        def accepted(self, conn):
+            threading.Thread(target=self._serve, args=(conn,),
+                             daemon=True).start()
 
         def _serve(self, conn):
             try:
@@ -939,9 +925,8 @@ class RelayTestCommandTest(DaemonTest):
                     pass
 
         def stop(self):
-            self._stop.set()
             self.drop_connections()
-            self.sock.close()
+            super().stop()
 
     def assertNoSecret(self, cp):
         for text in (cp.stdout, cp.stderr):
@@ -1185,10 +1170,16 @@ class PeriodicResyncTest(DaemonTest):
         # its writer closes it (IN_CLOSE_WRITE), so no event reports this.
         path = self.panel.domain_file("alice", "missed.example")
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        def since_mark():
+            return self.daemon.log_text().splitlines()[mark:]
         try:
             os.write(fd, json.dumps(data).encode())
             self.wait_route("missed.example", 2922)
-            log = self.daemon.log_text().splitlines()[mark:]
+            # The files go live before the apply is logged.
+            h.wait_until(lambda: any(" apply.done " in f"{line} "
+                                     for line in since_mark()),
+                         WAIT, "the resync's apply.done")
+            log = since_mark()
         finally:
             os.close(fd)
         self.assertTrue(any("resync.start reason=interval" in line
@@ -1199,6 +1190,281 @@ class PeriodicResyncTest(DaemonTest):
         # no longer shows the resync.
         self.assertTrue(all("full=yes" in line for line in applied),
                         "\n".join(applied))
+
+
+class PanelRootComesBackTest(DaemonTest):
+    """The panel root goes and comes back (a restore, a remount, a panel
+    upgrade by rename): the daemon watches the tree again on its own, and
+    applies what changed meanwhile."""
+
+    def setUp(self):
+        self.away = self.work / "panel.away"
+        self.addCleanup(self.put_back, self.away)
+        self.mark = len(self.daemon.log_text().splitlines())
+
+    def put_back(self, source, copy=False):
+        """Puts a root back for the next test, whatever failed."""
+        if self.panel.root.exists() or not source.exists():
+            return
+        if copy:
+            shutil.copytree(source, self.panel.root, symlinks=True)
+        else:
+            os.rename(source, self.panel.root)
+
+    def events(self, name):
+        """This test's log lines of the event name."""
+        lines = self.daemon.log_text().splitlines()[self.mark:]
+        return [line for line in lines if f" {name} " in f" {line} "]
+
+    def wait_event(self, name):
+        h.wait_until(lambda: self.events(name), WAIT,
+                     f"{name} in the daemon's log")
+
+    def start_user(self, user, domain, port):
+        self.panel.write_user(user)
+        self.save(domain, port, user=user)
+        self.wait_route(domain, port)
+        self.daemon.wait_idle()
+        self.mark = len(self.daemon.log_text().splitlines())
+
+    def assert_watched(self, user, domain, port):
+        """A save by the panel's rename and a suspension in user.json (no
+        save hook covers that) go live with no reconcile sent."""
+        self.save(f"later.{domain}", port, user=user)
+        self.wait_route(f"later.{domain}", port)
+        self.panel.write_user(user, suspended=True)
+        marker = self.output_dir / "suspended" / domain
+        h.wait_until(marker.exists, WAIT, f"{domain}'s suspended marker")
+        h.wait_until(lambda: self.credential(domain) is None, WAIT,
+                     f"{domain}'s relay to be removed")
+
+    def test_a_root_renamed_away_and_back_later(self):
+        """verifies a root renamed away is said lost once, applies nothing
+        while away, and once back is watched again, with what was saved
+        meanwhile applied."""
+        self.start_user("mover", "mover.example", 2941)
+        os.rename(self.panel.root, self.away)
+        self.wait_event("watch.root_lost")
+        # Saved while the tree was elsewhere: no event reports it.
+        h.PanelTree(self.away).write_domain("mover", "meanwhile.example", {
+            "smtp_relay": h.relay_settings(host="localhost", port=2942)})
+        os.rename(self.away, self.panel.root)
+        self.wait_event("watch.root_back")
+        self.wait_route("meanwhile.example", 2942)
+        self.assertEqual(self.route_of("mover.example"), "localhost:2941")
+        self.assert_watched("mover", "mover.example", 2943)
+        self.assertEqual(self.events("apply.failed"), [])
+        self.assertEqual(len(self.events("watch.root_lost")), 1)
+        self.assertEqual(len(self.events("watch.root_back")), 1)
+
+    def test_b_root_removed_and_made_again_from_a_copy(self):
+        """verifies a root removed and restored from a copy is watched
+        again and its relays are live again."""
+        self.start_user("restored", "restored.example", 2951)
+        copy = self.work / "panel.copy"
+        shutil.copytree(self.panel.root, copy, symlinks=True)
+        self.addCleanup(shutil.rmtree, copy, ignore_errors=True)
+        self.addCleanup(self.put_back, copy, copy=True)
+        shutil.rmtree(self.panel.root)
+        self.wait_event("watch.root_lost")
+        shutil.copytree(copy, self.panel.root, symlinks=True)
+        self.wait_event("watch.root_back")
+        self.wait_route("restored.example", 2951)
+        self.assert_watched("restored", "restored.example", 2952)
+
+    def test_c_root_renamed_there_and_back_at_once(self):
+        """verifies `mv panel panel.moved; mv panel.moved panel` leaves
+        the tree watched."""
+        self.start_user("quick", "quick.example", 2961)
+        # As an admin types it: the daemon wakes up between the two.
+        subprocess.run(["/bin/sh", "-c", 'mv "$1" "$2"; mv "$2" "$1"', "sh",
+                        str(self.panel.root), str(self.away)],
+                       check=True, timeout=WAIT)
+        self.assertTrue(self.panel.root.is_dir())
+        self.assert_watched("quick", "quick.example", 2962)
+        self.assertEqual(self.events("apply.failed"), [])
+
+    def test_d_reconcile_finds_the_root_at_once(self):
+        """verifies a save hook's reconcile right after the root is back
+        applies the save, and the tree is watched again."""
+        self.start_user("hook", "hook.example", 2965)
+        os.rename(self.panel.root, self.away)
+        self.wait_event("watch.root_lost")
+        os.rename(self.away, self.panel.root)
+        self.save("hook.example", 2966, user="hook")
+        cp = self.daemon.ctl("reconcile", "--domain", "hook.example", "--wait")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(self.route_of("hook.example"), "localhost:2966")
+        self.assertTrue(self.events("watch.root_back"))
+        self.assert_watched("hook", "hook.example", 2967)
+
+
+class PanelRootComesBackEmptyTest(DaemonTest):
+    """A root that comes back empty (a file system not mounted yet) removes
+    no relay; the real tree back in its place is watched and applied."""
+
+    relayd_overrides = {"mass_removal_min_domains": 2}
+
+    def test_empty_root_holds_removals_back_until_the_tree_is_back(self):
+        """verifies an empty tree in the root's place holds back the removal
+        of every relay, and the real tree renamed back ends the hold."""
+        self.panel.write_user("many")
+        ports = {f"d{i}.many.example": 2971 + i for i in range(4)}
+        for domain, port in ports.items():
+            self.save(domain, port, user="many")
+        for domain, port in ports.items():
+            self.wait_route(domain, port)
+        self.daemon.wait_idle()
+        mark = len(self.daemon.log_text().splitlines())
+
+        def events(name):
+            lines = self.daemon.log_text().splitlines()[mark:]
+            return [line for line in lines if f" {name} " in f" {line} "]
+
+        real = self.work / "panel.real"
+        empty = self.work / "panel.empty"
+        os.rename(self.panel.root, real)
+        self.addCleanup(lambda: real.exists() and not self.panel.root.exists()
+                        and os.rename(real, self.panel.root))
+        h.wait_until(lambda: events("watch.root_lost"), WAIT, "root_lost")
+        h.PanelTree(self.panel.root)  # conf/ and data/users/, nothing else
+        h.wait_until(lambda: events("apply.held_back"), WAIT,
+                     "the removals to be held back")
+        for domain, port in ports.items():
+            self.assertEqual(self.route_of(domain), f"localhost:{port}")
+
+        os.rename(self.panel.root, empty)
+        os.rename(real, self.panel.root)
+        held = self.output_dir / "held-removals"
+        h.wait_until(lambda: not held.exists(), WAIT,
+                     "a full resync of the real tree to end the hold")
+        self.save("d0.many.example", 2979, user="many")
+        self.wait_route("d0.many.example", 2979)
+        for domain, port in list(ports.items())[1:]:
+            self.assertEqual(self.route_of(domain), f"localhost:{port}")
+
+
+class ConfigReloadTest(DaemonTest):
+    """SIGHUP with a configuration that cannot work: refused by key, the
+    old configuration stays, and status-get and the table say so."""
+
+    def reload_with(self, **changes):
+        self.daemon.write_config({**self.daemon.config, **changes})
+        self.daemon.signal(signal.SIGHUP)
+
+    def wait_reload(self, result, what):
+        def seen():
+            reload = self.daemon.status().get("config")
+            return (reload and reload["result"] == result and
+                    what in (reload["error"] or what) and reload)
+        return h.wait_until(seen, WAIT, f"a reload {result} ({what})")
+
+    def test_bad_values_are_refused_and_shown_in_status(self):
+        """verifies an unknown exim_group and a probe address that is not
+        host:port are refused on SIGHUP (config.reload_failed naming the
+        key, never config.reload), shown in status-get's `config`, its
+        text and the status table, while applies go on with the old
+        configuration; a good file then is reloaded."""
+        self.addCleanup(self.daemon.write_config, self.daemon.config)
+        for key, value in (("exim_group", "havenoro-no-such-group"),
+                           ("exim_probe_address", "garbage")):
+            with self.subTest(key=key):
+                self.reload_with(**{key: value})
+                reload = self.wait_reload("refused", f"'{key}'")
+                self.assertIn(value, reload["error"])
+                failed = self.daemon.log_events("config.reload_failed")
+                self.assertTrue(any(key in line for line in failed), failed)
+                self.assertEqual(self.daemon.log_events("config.reload"), [])
+                status = self.daemon.request("status-get")
+                self.assertIn("configuration reload refused", status["text"])
+                cp = self.daemon.ctl("status")
+                self.assertEqual(cp.returncode, 0, cp.stderr)
+                self.assertIn("reload REFUSED", cp.stdout)
+                self.assertIn(f"'{key}'", cp.stdout)
+                # The old configuration still applies (its group exists).
+                domain = f"{key.replace('_', '-')}.example"
+                self.save(domain, 2931)
+                self.wait_route(domain, 2931)
+                self.daemon.wait_idle()
+                self.assertEqual(
+                    self.daemon.status()["last_apply"]["result"], "applied")
+        self.reload_with(resync_interval_s=1800)
+        self.wait_reload("reloaded", "")
+        self.assertTrue(self.daemon.log_events("config.reload"))
+        status = self.daemon.request("status-get")
+        self.assertNotIn("refused", status["text"])
+        self.assertIn("reloaded at", self.daemon.ctl("status").stdout)
+
+
+class RollbackStatusTest(DaemonTest):
+    """A rollback's pin shows in status and plan; a refused rollback is not
+    an apply; a full reconcile says what it did before what it rejected."""
+
+    def live(self):
+        return int(os.readlink(self.output_dir / "current").rsplit("/")[-1])
+
+    def test_pin_refused_rollback_and_release_with_a_rejection(self):
+        """verifies, after a rollback: status-get `pinned` and the table's
+        Pinned row, plan saying the pin holds the new snippets; a refused
+        rollback leaving the last apply as it was; then `reconcile
+        --release-pin --wait` with one domain rejected: exit 1, one line
+        saying the pin was released and the new generation is live and
+        Exim reloaded, then the rejection; `--confirm-removals` alike."""
+        first = self.live()
+        self.addCleanup(self.daemon.write_config, self.daemon.config)
+        # A daemon setting that shapes the snippets makes a new generation.
+        self.daemon.write_config(self.config(connect_timeout_s=8))
+        self.daemon.signal(signal.SIGHUP)
+        h.wait_until(lambda: self.live() != first, WAIT, "a new generation")
+        self.daemon.wait_idle()
+        cp = self.daemon.ctl("rollback")
+        self.assertEqual(cp.returncode, 0, cp.stderr)
+        self.assertEqual(self.live(), first)
+
+        status = self.daemon.status()
+        self.assertEqual(status["pinned"], {"generation": first})
+        table = self.daemon.ctl("status").stdout
+        self.assertIn(f"generation {first} by a rollback; `havenoro-relayctl "
+                      "reconcile --release-pin --wait` renders the snippets "
+                      "again", table)
+        self.assertIn("pinned by a rollback",
+                      self.daemon.request("status-get")["text"])
+        plan = self.daemon.ctl("plan")
+        self.assertEqual(plan.returncode, 0, plan.stderr)
+        self.assertIn(f"generation {first} is pinned by a rollback",
+                      plan.stdout)
+        self.assertIn("--release-pin", plan.stdout)
+
+        before = status["last_apply"]
+        cp = self.daemon.ctl("rollback", "999")
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("not kept", cp.stderr)
+        after = self.daemon.request("status-get")
+        self.assertEqual(after["arguments"]["last_apply"], before)
+        self.assertNotIn("failed", after["text"])
+        self.assertNotIn("Last apply         failed",
+                         self.daemon.ctl("status").stdout)
+
+        self.save("broken.example", 0)
+        cp = self.daemon.ctl("reconcile", "--release-pin", "--wait")
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertEqual(cp.stdout, "")
+        self.assertEqual(len(cp.stderr.splitlines()), 1, cp.stderr)
+        live = self.live()
+        self.assertNotEqual(live, first)
+        self.assertTrue(cp.stderr.startswith(
+            f"pin released; applied: generation {live} live, Exim "
+            "reloaded; rejected: domain 'broken.example'"), cp.stderr)
+        self.assertIn("smtp_relay.port", cp.stderr)
+        self.assertIsNone(self.daemon.status()["pinned"])
+        self.assertNotIn("Pinned", self.daemon.ctl("status").stdout)
+
+        cp = self.daemon.ctl("reconcile", "--confirm-removals", "--wait")
+        self.assertEqual(cp.returncode, 1, cp.stdout + cp.stderr)
+        self.assertTrue(cp.stderr.startswith(
+            "removals confirmed: 0 relay domains removed; nothing to "
+            f"change: generation {live} live; rejected: domain "
+            "'broken.example'"), cp.stderr)
 
 
 if __name__ == "__main__":

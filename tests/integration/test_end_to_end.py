@@ -890,11 +890,13 @@ def edit_file(path, pattern, replacement, flags=0):
 def live_view(tree, current):
     """What Exim reads: bytes and link targets outside generations/ and in
     the generation named current; older or newer generations may come and
-    go (pruning, a refused candidate's leftovers)."""
+    go (pruning, a refused candidate's leftovers). The appliers' lock file,
+    which counts the applies that changed something, is not read by Exim."""
     return {path: (kind, content)
             for path, (kind, _, _, content) in h.snapshot(tree).items()
-            if kind != "dir" and (not path.startswith("generations/")
-                                  or path.startswith(current + "/"))}
+            if kind != "dir" and path != ".lock"
+            and (not path.startswith("generations/")
+                 or path.startswith(current + "/"))}
 
 
 class CandidateChecksTest(EndToEnd):

@@ -414,6 +414,10 @@ class SilentListener:
             except (socket.timeout, OSError):
                 continue
             self.connections.append(conn)
+            self.accepted(conn)
+
+    def accepted(self, conn):
+        """Called for each connection; a subclass may speak on it."""
 
     def stop(self):
         self._stop.set()

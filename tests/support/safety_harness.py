@@ -73,15 +73,16 @@ def decoded(fields, key):
 
 
 # The candidate tree's own directories stay from one apply to the next,
-# empty; anything in them is a leftover.
+# empty; anything in them is a leftover. So does the lock file that lets
+# one applier at a time work on the directory (never removed).
 KEPT_SCRATCH = {".candidate", ".candidate/domains", ".candidate/suspended",
-                ".candidate/dkim", ".candidate/default"}
+                ".candidate/dkim", ".candidate/default", ".lock"}
 
 
 def dot_entries(output_dir):
     """Leftovers of an interrupted apply, relative to output_dir: names
     starting with a dot anywhere under it, and whatever is in the kept
-    candidate tree."""
+    candidate tree; not the kept scratch directories and lock file."""
     out = []
     for dirpath, dirnames, filenames in os.walk(output_dir):
         for name in dirnames + filenames:

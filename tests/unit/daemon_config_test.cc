@@ -172,6 +172,32 @@ TEST(DaemonConfig, HugeNumbersAreRefusedNotWrapped) {
             "test.json: 'idle_timeout_s' must be 1-3600 seconds");
 }
 
+// A configuration file whose paths name what is there on a test machine
+// (Exim's binary, the source tree's templates, a main configuration in
+// `tmp`), with `more` members added: what load_daemon_config takes.
+std::filesystem::path usable_file(const testing::TestDir& tmp,
+                                  const std::string& more = "") {
+  auto exim_config = tmp.path() / "exim.conf";
+  testing::write_text(exim_config, "# main configuration\n");
+  auto file = tmp.path() / "config.json";
+  testing::write_text(file, "{\"templates_dir\": \"" +
+                                std::string(HAVENORO_SOURCE_DIR) +
+                                "/exim-templates\", \"exim_config\": \"" +
+                                exim_config.string() + "\"" +
+                                (more.empty() ? "" : ", ") + more + "}");
+  return file;
+}
+
+// The message of the ConfigError that loading `file` throws, or "".
+std::string load_refusal(const std::filesystem::path& file) {
+  try {
+    load_daemon_config(file);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // Verifies that a file that cannot be read is named, and that the file
 // name is the origin of every other refusal.
 TEST(DaemonConfig, LoadNamesTheFile) {
@@ -192,8 +218,154 @@ TEST(DaemonConfig, LoadNamesTheFile) {
     EXPECT_EQ(std::string(e.what()),
               file.string() + ": 'idle_timeout_s' must be 1-3600 seconds");
   }
-  testing::write_text(file, R"({"idle_timeout_s": 7})");
+  file = usable_file(tmp, R"("idle_timeout_s": 7)");
   EXPECT_EQ(load_daemon_config(file).idle_timeout, 7s);
+}
+
+// Verifies that a group that does not exist is refused when the file is
+// loaded, by key and value, rather than failing every apply afterwards
+// with "unknown group".
+TEST(DaemonConfig, UnknownGroupIsRefused) {
+  testing::TestDir tmp;
+  for (const char* key : {"exim_group", "control_socket_group"}) {
+    auto file = usable_file(
+        tmp, "\"" + std::string(key) + "\": \"havenoro-no-such-group\"");
+    EXPECT_EQ(load_refusal(file), file.string() + ": '" + key +
+                                      "' must name a group of this system, not "
+                                      "'havenoro-no-such-group'");
+    EXPECT_EQ(load_refusal(
+                  usable_file(tmp, "\"" + std::string(key) + "\": \"root\"")),
+              "");
+  }
+}
+
+// Verifies that the probe address must be what the probe after a reload
+// can connect to: a numeric IPv4 address or a bracketed IPv6 one, and a
+// port 1-65535.
+TEST(DaemonConfig, ProbeAddressIsAnAddressAndPort) {
+  for (const char* bad :
+       {"garbage", "localhost:25", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0",
+        "127.0.0.1:65536", "127.0.0.1:25x", "::1:25", "[::1]", "[127.0.0.1:25",
+        ":25", "127.0.0.1:-25"}) {
+    EXPECT_EQ(refusal(R"({"exim_probe_address": ")" + std::string(bad) + "\"}"),
+              "test.json: 'exim_probe_address' must be an IP address and a "
+              "port, such as 127.0.0.1:25 or [::1]:25, not '" +
+                  std::string(bad) + "'")
+        << bad;
+  }
+  for (const char* good :
+       {"127.0.0.1:25", "10.1.2.3:2525", "[::1]:587", "[2001:db8::25]:65535"}) {
+    EXPECT_EQ(
+        refusal(R"({"exim_probe_address": ")" + std::string(good) + "\"}"), "")
+        << good;
+  }
+}
+
+// Verifies that Exim's binary, its main configuration, the templates, a
+// CA file and the programs of the reload and restart commands must be
+// there when the file is loaded, each refusal naming the key and path.
+TEST(DaemonConfig, MissingFilesAreRefused) {
+  testing::TestDir tmp;
+  auto plain = tmp.path() / "plain";
+  testing::write_text(plain, "not a program\n");
+  std::filesystem::permissions(plain, std::filesystem::perms(0644));
+  const std::string gone = (tmp.path() / "gone").string();
+  const std::string no_such = "'" + gone + "': No such file or directory";
+  struct Case {
+    std::string member, refusal;
+  };
+  for (const Case& c : {
+           Case{"\"exim_binary\": \"" + gone + "\"",
+                "'exim_binary' must be an executable file: " + no_such},
+           Case{"\"exim_binary\": \"" + plain.string() + "\"",
+                "'exim_binary' must be an executable file: '" + plain.string() +
+                    "' is not executable"},
+           Case{"\"exim_binary\": \"" + tmp.path().string() + "\"",
+                "'exim_binary' must be an executable file: '" +
+                    tmp.path().string() + "' is a directory"},
+           Case{"\"exim_config\": \"" + gone + "\"",
+                "'exim_config' must be a file: " + no_such},
+           Case{"\"templates_dir\": \"" + gone + "\"",
+                "'templates_dir' must be a directory: " + no_such},
+           Case{"\"templates_dir\": \"" + plain.string() + "\"",
+                "'templates_dir' must be a directory: '" + plain.string() +
+                    "' is not a directory"},
+           Case{"\"tls_ca_certificates\": \"" + gone + "\"",
+                "'tls_ca_certificates' must be \"system\" or a file: " +
+                    no_such},
+           Case{"\"exim_reload_command\": [\"" + gone + "\", \"reload\"]",
+                "'exim_reload_command' must start with an executable file: " +
+                    no_such},
+           Case{"\"exim_restart_command\": [\"" + plain.string() + "\"]",
+                "'exim_restart_command' must start with an executable file: '" +
+                    plain.string() + "' is not executable"},
+       }) {
+    auto file = usable_file(tmp, c.member);
+    EXPECT_EQ(load_refusal(file), file.string() + ": " + c.refusal) << c.member;
+  }
+  // The same values, only parsed: the system is not looked at.
+  EXPECT_EQ(refusal("{\"exim_binary\": \"" + gone + "\"}"), "");
+}
+
+// Verifies that what is there on a working server is taken: Exim's real
+// binary, a CA file, commands whose programs exist.
+TEST(DaemonConfig, ExistingFilesAreTaken) {
+  testing::TestDir tmp;
+  auto ca = tmp.path() / "ca.pem";
+  testing::write_text(ca, "-----BEGIN CERTIFICATE-----\n");
+  auto c = load_daemon_config(usable_file(
+      tmp, "\"exim_binary\": \"/usr/sbin/exim4\", \"tls_ca_certificates\": \"" +
+               ca.string() +
+               "\", \"exim_reload_command\": [\"/bin/kill\", \"-HUP\", "
+               "\"1\"], \"exim_restart_command\": [\"/bin/true\"]"));
+  EXPECT_EQ(c.tls_ca_certificates, ca.string());
+  EXPECT_EQ(c.exim_restart_command, std::vector<std::string>{"/bin/true"});
+}
+
+// Verifies that what may rightly appear after the daemon starts is not
+// refused: the output directory and the control socket (the daemon
+// creates them), the panel tree (a mount), Exim's pid file and main log.
+TEST(DaemonConfig, WhatAppearsLaterIsTaken) {
+  testing::TestDir tmp;
+  const std::string later = (tmp.path() / "later").string();
+  auto c = load_daemon_config(usable_file(
+      tmp, "\"output_dir\": \"" + later + "/out\", \"panel_root\": \"" + later +
+               "/panel\", \"exim_pid_file\": \"" + later +
+               "/exim.pid\", \"exim_main_log\": \"" + later +
+               "/mainlog\", \"control_socket\": \"" + later +
+               "/control.sock\""));
+  EXPECT_EQ(c.output_dir, later + "/out");
+  EXPECT_FALSE(std::filesystem::exists(later));
+}
+
+// Verifies that a default is checked as a value given is, and that the
+// refusal says the key was not set.
+TEST(DaemonConfig, DefaultsAreCheckedToo) {
+  if (std::filesystem::exists(HAVENORO_DEFAULT_TEMPLATES_DIR)) {
+    GTEST_SKIP() << "the templates are installed: the default is there";
+  }
+  testing::TestDir tmp;
+  auto file = tmp.path() / "config.json";
+  testing::write_text(file, "{}");
+  EXPECT_EQ(load_refusal(file),
+            file.string() +
+                ": 'templates_dir' (not set: the default) must be a "
+                "directory: '" HAVENORO_DEFAULT_TEMPLATES_DIR
+                "': No such file or directory");
+}
+
+// Verifies that a path with a control character, which would end a line
+// of the Exim configuration it is rendered into, is refused, and that the
+// CA certificates are "system" or an absolute path.
+TEST(DaemonConfig, PathsHaveNoControlCharacters) {
+  EXPECT_EQ(refusal(R"({"output_dir": "/srv/out\nx"})"),
+            "test.json: 'output_dir' must be an absolute path");
+  EXPECT_EQ(refusal(R"({"tls_ca_certificates": "/etc/ca.pem\n  x = y"})"),
+            "test.json: 'tls_ca_certificates' must be \"system\" or an "
+            "absolute path");
+  EXPECT_EQ(refusal(R"({"tls_ca_certificates": "ca.pem"})"),
+            "test.json: 'tls_ca_certificates' must be \"system\" or an "
+            "absolute path");
 }
 
 // Verifies that every key docs/configuration.md lists is one the parser

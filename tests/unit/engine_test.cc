@@ -687,5 +687,26 @@ TEST_F(EngineTest, PruneKeepsTheLiveTheNewestAndThePinnedGeneration) {
   EXPECT_EQ(live(), "generations/8");
 }
 
+// Verifies that a domain's file missing because the panel tree is gone
+// (moved away, unmounted) is not taken for a deleted domain: the apply
+// fails, the relay stays live, and it is all there once the tree is back.
+TEST_F(EngineTest, MissingPanelTreeRemovesNothing) {
+  auto file = relay_domain("alice", "a.example");
+  Engine engine(config_);
+  ASSERT_TRUE(engine.resync().report.ok());
+  std::string live = read_text(credential("a.example"));
+
+  fs::rename(panel_, tmp_.path() / "panel.away");
+  engine.note_path(file);
+  engine.note_domain("a.example");
+  EXPECT_THROW(engine.apply_pending(), panel::PanelError);
+  EXPECT_EQ(read_text(credential("a.example")), live);
+
+  fs::rename(tmp_.path() / "panel.away", panel_);
+  auto back = engine.apply_pending();
+  EXPECT_TRUE(back.report.ok());
+  EXPECT_EQ(read_text(credential("a.example")), live);
+}
+
 }  // namespace
 }  // namespace havenoro::engine

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -90,14 +92,50 @@ struct LiveRoute {
 /// differs from what is live, switches generations in one rename and
 /// reloads Exim only when the snippets changed. A candidate Exim rejects
 /// changes nothing that is live. A domain whose settings were rejected
-/// keeps whatever it has live.
+/// keeps whatever it has live. One applier at a time works on an output
+/// directory (the daemon's, a `--once`): apply(), plan() and rollback()
+/// each hold its OutputLock throughout.
 class Applier {
  public:
   explicit Applier(config::DaemonConfig config);
 
+  /// How long the daemon's applies wait for another applier: a `--once`
+  /// takes seconds at 10,000 domains, more with an Exim reload and a
+  /// restart. A busy apply fails; its changes wait for the next resync.
+  static constexpr std::chrono::seconds kDaemonLockWait{120};
+
+  /// Names this Applier to the others on its output directory ("daemon",
+  /// the default, or "once") and bounds how long apply(), plan(),
+  /// rollback() and hold() wait while another holds the lock.
+  void set_lock_wait(std::string name, std::chrono::milliseconds wait);
+
+  /// The output directory's lock, held (see held()) for as long as this
+  /// lives: the Applier's apply(), plan() and rollback() meanwhile take
+  /// no lock of their own, and no other applier on the directory, in
+  /// this process or another, works on it.
+  class Hold {
+   public:
+    bool held() const { return lock_ && lock_->held(); }
+    /// Who holds the lock, when it is not held.
+    LockHolder holder() const { return lock_ ? lock_->holder() : LockHolder{}; }
+    /// Why it is not held, one line naming the holder; empty when held.
+    const std::string& busy() const { return busy_; }
+
+   private:
+    friend class Applier;
+    std::shared_ptr<OutputLock> lock_;
+    std::string busy_;
+  };
+
+  /// Takes the lock for several steps (a read of the panel tree, then an
+  /// apply), waiting as set_lock_wait() says. Throws std::system_error
+  /// for the unexpected (a symlink at the lock file's path).
+  Hold hold();
+
   /// Applies the part of `model` in `scope`. Expected failures are
-  /// reported in the result; throws only for the unexpected
-  /// (std::system_error from the file system).
+  /// reported in the result, among them a lock that another applier
+  /// kept for longer than the wait (then nothing changed); throws only
+  /// for the unexpected (std::system_error from the file system).
   ApplyReport apply(const model::RelayModel& model,
                     const ApplyScope& scope = ApplyScope::all());
 
@@ -113,7 +151,8 @@ class Applier {
   /// Takes the stamps of the live files for the next apply, which then
   /// compares them without a system call each. Meant to run on another
   /// thread while the panel tree is read; nothing else may use the
-  /// Applier meanwhile.
+  /// Applier meanwhile. Skipped while another applier holds the lock;
+  /// the stamps are dropped if one held it before the apply.
   void prefetch();
 
   /// Starts the Exim processes that an apply of these few domains alone
@@ -134,6 +173,11 @@ class Applier {
   /// The generations kept on disk, oldest first, and the live one.
   std::vector<unsigned long> kept_generations() const;
 
+  /// The generation a rollback pinned, while it is the live one (the pin
+  /// holds only the live snippets); empty without a pin in force. Reads
+  /// two small entries, like live_route(). Throws std::system_error.
+  std::optional<unsigned long> pinned() const;
+
  private:
   ApplyReport run(const model::RelayModel& model, const ApplyScope& scope,
                   bool dry_run);
@@ -142,6 +186,11 @@ class Applier {
   bool untouched(const OutputDir& out);
   void note_in_sync(const OutputDir& out, const ApplyScope& scope,
                     const ApplyReport& report);
+  std::shared_ptr<OutputLock> lock(const OutputDir& out);
+  void take_over(const OutputLock& lock);
+  void note_changed(OutputLock& lock);
+  std::string busy_text(const OutputLock& lock) const;
+  ApplyReport busy(const OutputDir& out, const OutputLock& lock);
 
   config::DaemonConfig config_;
   std::optional<gid_t> exim_gid_;  ///< of config_.exim_group, when known
@@ -155,6 +204,15 @@ class Applier {
   /// directories had these stamps then.
   bool in_sync_ = false;
   std::vector<std::optional<util::FileStamp>> dir_stamps_;
+
+  std::string lock_name_ = "daemon";
+  std::chrono::milliseconds lock_wait_ = kDaemonLockWait;
+  std::weak_ptr<OutputLock> hold_;  ///< of the Hold in force, if any
+  /// The lock file's serial as this Applier last saw or wrote it: another
+  /// one means that another applier changed files in between.
+  std::optional<unsigned long> known_serial_;
+  /// The lock file's serial when prefetch() took its stamps.
+  std::optional<unsigned long> prefetch_serial_;
 };
 
 }  // namespace havenoro::apply

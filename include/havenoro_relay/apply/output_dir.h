@@ -2,6 +2,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -117,6 +118,11 @@ class OutputDir {
   /// Syncs the whole file system of the output directory.
   void sync();
 
+  /// Opens the file `name` at the root for OutputLock: created empty,
+  /// 0640 root:group, when missing; never through a symlink. Throws
+  /// std::system_error, also when it is not a plain file of its own.
+  util::UniqueFd open_lock_file(const char* name) const;
+
  private:
   // An open directory, shared with the cache; false when it is missing.
   class Dir {
@@ -147,6 +153,67 @@ class OutputDir {
   // of files into a handful of directories; opening each path from the
   // root again cost more system calls than the writes themselves.
   mutable std::map<std::string, std::shared_ptr<util::UniqueFd>> dirs_;
+};
+
+/// Who holds an output directory's lock.
+struct LockHolder {
+  long pid = 0;      ///< 0: not known
+  std::string name;  ///< "daemon", "once", or "" when not known
+};
+
+/// An exclusive flock() on the output directory's lock file, `.lock`: one
+/// applier at a time per directory, across processes, and across the
+/// OutputLocks of one process. Released when destroyed. The file stays:
+/// removed while another waited on it, that one would lock a file that
+/// the next applier no longer opens. It counts the holds that changed the
+/// directory, and is written only by those: an apply that changes
+/// nothing changes no file.
+class OutputLock {
+ public:
+  static constexpr const char* kFile = ".lock";
+
+  /// Takes the lock of `dir`, waiting up to `wait` while another holds
+  /// it (logged as `apply.waiting` once it waited a second); held() is
+  /// false when that one still holds it then. Throws std::system_error.
+  OutputLock(const OutputDir& dir, std::chrono::milliseconds wait);
+  ~OutputLock();
+  OutputLock(const OutputLock&) = delete;
+  OutputLock& operator=(const OutputLock&) = delete;
+
+  bool held() const { return held_; }
+
+  /// When not held: who holds the lock, from /proc/locks and the
+  /// holder's command line (or what it recorded).
+  const LockHolder& holder() const { return holder_; }
+
+  /// How many holds changed the directory, as the file says (read when
+  /// the lock was taken, counted on by record()): a serial other than
+  /// the one an applier last saw means that another one changed files.
+  unsigned long serial() const { return serial_; }
+
+  /// Notes in the file that this hold changed the directory: the next
+  /// serial, which it returns, this process's pid and `name`. Only while
+  /// held; throws std::system_error.
+  unsigned long record(const std::string& name);
+
+ private:
+  struct Record {
+    unsigned long serial = 0;
+    long pid = 0;
+    std::string name;
+  };
+
+  bool try_lock();
+  bool wait_until(std::chrono::steady_clock::time_point start,
+                  std::chrono::milliseconds wait);
+  Record read_record() const;
+  LockHolder find_holder() const;
+
+  std::filesystem::path path_;
+  util::UniqueFd fd_;
+  bool held_ = false;
+  LockHolder holder_;
+  unsigned long serial_ = 0;
 };
 
 /// The numeric id of a group, e.g. "Debian-exim". Throws std::runtime_error.

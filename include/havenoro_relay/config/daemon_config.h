@@ -61,11 +61,15 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Reads and checks the configuration file. Throws ConfigError.
+/// Reads and checks the configuration file: what parse_daemon_config
+/// checks, and what the values name on this system (its defaults too):
+/// the groups exist, exim_binary and the commands' programs are
+/// executable files, exim_config and a tls_ca_certificates path are
+/// files, templates_dir is a directory. Throws ConfigError naming the key.
 DaemonConfig load_daemon_config(const std::filesystem::path& file);
 
-/// Parses configuration text; `origin` names it in error messages.
-/// Throws ConfigError.
+/// Parses configuration text; `origin` names it in error messages. Checks
+/// keys, types, ranges and formats, not the system. Throws ConfigError.
 DaemonConfig parse_daemon_config(const std::string& text,
                                  const std::string& origin);
 

@@ -5,7 +5,9 @@
 
 namespace havenoro::ctl {
 
-/// The daemon's status (status-get) as a table for a person.
+/// The daemon's status (status-get) as a table for a person: among the
+/// rows, how the last configuration reload went (a refused one with its
+/// reason) and a rollback's pin with how to release it.
 std::string status_view(const nlohmann::json& status);
 
 /// One domain (domain-get): route, why, relay, last error.
@@ -18,6 +20,8 @@ std::string domain_list_view(const nlohmann::json& domains);
 /// per domain the live route and the new one (`+` added, `-` removed,
 /// `~` changed; a new password only as "password changed"), then the
 /// files written (`+`) and removed (`-`), then what would be rejected.
+/// New snippets that a rollback's pin holds back are said in its first
+/// line, with how to release the pin.
 std::string plan_view(const nlohmann::json& plan);
 
 /// A relay as one phrase: "smtp.example.net:587, STARTTLS required,

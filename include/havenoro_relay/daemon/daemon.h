@@ -84,6 +84,14 @@ class Daemon {
   std::unique_ptr<ControlServer> server_;
   std::unique_ptr<PanelWatcher> watcher_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> watch_stream_;
+
+  // The panel root's watch, lost and looked for again (watcher's thread).
+  bool rescan_watches();
+  void rewatch();
+  void schedule_rewatch();
+  boost::asio::steady_timer rewatch_timer_{io_};
+  bool root_lost_ = false;
+  std::chrono::steady_clock::time_point root_lost_at_;
 };
 
 /// The control socket's limits as a configuration sets them.

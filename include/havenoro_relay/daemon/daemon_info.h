@@ -24,6 +24,11 @@ class DaemonInfo {
   /// Remembers what of `outcome` the status must keep.
   void record(const engine::ApplyOutcome& outcome);
 
+  /// Remembers how the last reload of the configuration (SIGHUP) went:
+  /// `error` is empty when the new configuration was taken, else why it
+  /// was refused and the old one kept. status-get shows it as `config`.
+  void record_reload(const std::string& error);
+
   /// The Engine's status document with the daemon's keys added.
   nlohmann::json complete(nlohmann::json engine_status, unsigned long applies,
                           size_t queued) const;
@@ -43,12 +48,14 @@ class DaemonInfo {
   mutable std::mutex mutex_;
   nlohmann::json exim_;          ///< the last reload, null before one
   nlohmann::json last_failure_;  ///< the last apply that failed, or null
+  nlohmann::json reload_;        ///< the last configuration reload, or null
   std::atomic<unsigned long> version_{0};
 };
 
 /// One line that sums up a status document, for a person and for
 /// systemd's STATUS=: "generation 42; 17 domains (12 relayed, 4 default,
-/// 1 rejected); last apply applied 12 ms ago at ...".
+/// 1 rejected); last apply applied 12 ms ago at ...", with a rollback's
+/// pin and a refused configuration reload when the document has them.
 std::string status_line(const nlohmann::json& status);
 
 /// A time as status documents show it: UTC, ISO 8601, whole seconds.

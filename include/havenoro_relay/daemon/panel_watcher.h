@@ -1,9 +1,12 @@
 #pragma once
 
+#include <sys/types.h>
+
 #include <filesystem>
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "havenoro_relay/util/fd.h"
@@ -14,9 +17,12 @@ namespace havenoro::daemon {
 struct PanelChanges {
   /// Paths created, written, renamed or removed below the panel root.
   std::set<std::filesystem::path> paths;
-  /// Events were lost (the kernel's queue overflowed, or the panel root
-  /// itself went away): only a full resync can be trusted now.
+  /// Events were lost (the kernel's queue overflowed): only a full resync
+  /// can be trusted now.
   bool overflow = false;
+  /// The panel root itself was moved, removed or unmounted: nothing below
+  /// it is watched until rescan() finds a root again.
+  bool root_gone = false;
   /// Directories that could not be watched, one line each.
   std::vector<std::string> warnings;
 };
@@ -40,16 +46,27 @@ class PanelWatcher {
 
   /// Watches every directory of the tree that exists (the rest is watched
   /// as it appears): at start, and again after events were lost or the
-  /// root came back. Returns the directories it could not watch.
+  /// root went. A root that is another directory than the one watched
+  /// (replaced with no event seen) has its tree watched afresh. Returns
+  /// the directories below the root it could not watch; the root's own
+  /// failure is has_root() and root_error().
   std::vector<std::string> rescan();
+
+  /// Whether the panel root is watched: false until rescan() finds it,
+  /// and from the moment it is moved, removed or unmounted.
+  bool has_root() const { return root_wd_ >= 0; }
+
+  /// Why the last rescan() could not watch the root; empty when it could.
+  const std::string& root_error() const { return root_error_; }
 
   /// How many directories are watched.
   size_t watch_count() const { return dirs_.size(); }
 
  private:
-  void add_tree(const std::filesystem::path& dir, PanelChanges* found,
-                std::vector<std::string>& warnings);
+  int add_tree(const std::filesystem::path& dir, PanelChanges* found,
+               std::vector<std::string>& warnings);
   void drop_tree(const std::filesystem::path& dir);
+  void lose_root();
   void handle(int wd, uint32_t mask, const std::string& name,
               PanelChanges& out);
   bool is_watched_dir(const std::filesystem::path& dir) const;
@@ -57,6 +74,9 @@ class PanelWatcher {
   std::filesystem::path root_;
   util::UniqueFd fd_;
   std::map<int, std::filesystem::path> dirs_;  ///< by watch descriptor
+  int root_wd_ = -1;                           ///< -1: the root is not watched
+  std::pair<dev_t, ino_t> root_id_{};          ///< the watched root's inode
+  std::string root_error_;
 };
 
 }  // namespace havenoro::daemon

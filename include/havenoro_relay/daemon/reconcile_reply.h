@@ -17,6 +17,10 @@ struct ReconcileTarget {
   enum class Kind { kDomain, kServer, kAll };
   Kind kind = Kind::kAll;
   std::string domain;  ///< for kDomain
+  /// For kAll: the reconcile ended a rollback's pin (release_pin) ...
+  bool release_pin = false;
+  /// ... or confirmed a held-back mass removal (confirm_removals).
+  bool confirm_removals = false;
 
   /// "example.com", "the server-wide relay" or "the panel tree".
   std::string describe() const;
@@ -47,7 +51,10 @@ class ApplySummaries {
 /// The reply to a reconcile that waited for `outcome`: success when the
 /// target's change went live and Exim confirmed it (or nothing needed to
 /// change), an error with the reason on one line when its settings were
-/// rejected or the apply failed. `arguments` holds the target domain's
+/// rejected or the apply failed. A full reconcile's text first says what
+/// was done ("pin released; applied: generation 4 live, Exim reloaded"),
+/// then what was rejected or held back, so that a result of 1 still
+/// tells that the rest went live. `arguments` holds the target domain's
 /// own outcome, `summary` (from encode_summary or ApplySummaries) is
 /// added as `apply`. `server_error` says why the server-wide relay is
 /// rejected after the apply, if it is; only a server target reads it.
