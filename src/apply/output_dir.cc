@@ -17,6 +17,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "havenoro_relay/util/log_event.h"
+
 namespace havenoro::apply {
 namespace {
 
@@ -27,27 +29,6 @@ using util::UniqueFd;
 constexpr mode_t kDirMode = 0750;
 constexpr mode_t kLockMode = 0640;
 constexpr size_t kMaxCachedDirs = 64;
-
-// A path as a log field: bare when it can be, quoted when it must be, as
-// the daemon's LogEvent writes it (this library does not link the daemon).
-std::string log_text(const std::string& value) {
-  bool bare =
-      !value.empty() &&
-      std::none_of(value.begin(), value.end(), [](unsigned char c) {
-        return c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f;
-      });
-  if (bare) return value;
-  std::string out = "\"";
-  for (unsigned char c : value) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (c < ' ' || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
 
 void write_all(int fd, const std::string& data, const std::string& path) {
   size_t done = 0;
@@ -118,10 +99,14 @@ void OutputDir::own_root(bool created) {
   if (::fchmod(fd, kDirMode) != 0) throw errno_error("chmod", root_.string());
   if (created) return;  // the umask took bits off a directory made just now
   // Set right from now on, so this is logged once, not at every apply.
-  spdlog::warn(
-      "output_dir.repaired path={} uid={} gid={} mode={:04o} "
-      "new_gid={} new_mode={:04o}",
-      log_text(root_.string()), st.st_uid, st.st_gid, mode, group_, kDirMode);
+  spdlog::warn(util::LogEvent("output_dir.repaired")
+                   .add("path", root_.string())
+                   .add("uid", st.st_uid)
+                   .add("gid", st.st_gid)
+                   .add("mode", fmt::format("{:04o}", mode))
+                   .add("new_gid", group_)
+                   .add("new_mode", fmt::format("{:04o}", kDirMode))
+                   .str());
 }
 
 OutputDir::Dir OutputDir::dir_fd(const fs::path& rel, bool create) const {
@@ -486,9 +471,12 @@ bool OutputLock::wait_until(std::chrono::steady_clock::time_point start,
     if (left <= 0s) return false;
     if (!logged && now - start >= kQuiet) {
       LockHolder h = find_holder();
-      spdlog::info("apply.waiting path={} holder={} pid={} wait_ms={}",
-                   log_text(path_.string()),
-                   h.name.empty() ? "unknown" : h.name, h.pid, wait.count());
+      spdlog::info(util::LogEvent("apply.waiting")
+                       .add("path", path_.string())
+                       .add("holder", h.name.empty() ? "unknown" : h.name)
+                       .add("pid", h.pid)
+                       .add("wait_ms", wait.count())
+                       .str());
       logged = true;
     }
     std::this_thread::sleep_for(

@@ -1,10 +1,10 @@
-#include "havenoro_relay/daemon/log_event.h"
+#include "havenoro_relay/util/log_event.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 
-namespace havenoro::daemon {
+namespace havenoro::util {
 namespace {
 
 bool needs_quotes(std::string_view value) {
@@ -40,4 +40,4 @@ LogEvent& LogEvent::add(std::string_view key, std::string_view value) {
   return *this;
 }
 
-}  // namespace havenoro::daemon
+}  // namespace havenoro::util
