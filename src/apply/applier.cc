@@ -1,14 +1,12 @@
 #include "havenoro_relay/apply/applier.h"
 
 #include <fmt/format.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <functional>
 #include <future>
-#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -281,9 +279,15 @@ void write_generation(OutputDir& out, const config::DaemonConfig& c,
   out.make_durable({"generations"});
 }
 
-// Named apart from the scratch names OutputDir::remove_leftovers takes
-// (".check" among them, what earlier versions used): the tree is kept.
+// Named apart from the scratch names OutputDir::remove_leftovers takes:
+// this tree is kept. (".check", its old name, is still swept, so that an
+// upgrade leaves nothing behind.)
 constexpr const char* kCheckDir = ".candidate";
+
+// What gains or loses an entry when a domain gains or loses its files;
+// the files themselves are in LiveFiles.
+constexpr const char* kLookupDirs[] = {"domains", "suspended", "dkim",
+                                       "default"};
 
 std::string in_check(const std::string& path) {
   return std::string(kCheckDir) + "/" + path;
@@ -369,7 +373,7 @@ void remove_data(OutputDir& out, const std::vector<std::string>& paths,
         seen.forget(file);
       }
       parents.insert(parent_of(path));
-      if (!in_domain_dir(path + "/")) {
+      if (!in_domain_dir(path)) {
         out.remove_all(path);
         continue;
       }
@@ -444,8 +448,8 @@ void ensure_lookup_dirs(OutputDir& out, const fs::path& base) {
 void clear_check(OutputDir& out) {
   for (const auto& top : out.list(kCheckDir)) {
     fs::path dir = fs::path(kCheckDir) / top;
-    if (top != "domains" && top != "suspended" && top != "dkim" &&
-        top != "default") {
+    if (std::find(std::begin(kLookupDirs), std::end(kLookupDirs), top) ==
+        std::end(kLookupDirs)) {
       out.remove_all(dir);
       continue;
     }
@@ -507,7 +511,7 @@ std::vector<candidate::ExpectedRelay> expected_relays(
     if (path == kDefaultFile) {
       r = &*m.server_relay;
     } else if (path.starts_with("domains/")) {
-      owner = fs::path(path).parent_path().filename().string();
+      owner = domain_of_path(path);
       r = &*m.domains.at(owner).relay;
     }
     if (r) {
@@ -661,7 +665,7 @@ void retry_held_mail(const config::DaemonConfig& c, const Changes& changes) {
   for (const auto& [path, text, key, skipped] : changes.writes) {
     if (path == kDefaultFile) everything = true;
     if (path.starts_with("domains/")) {
-      senders.insert(fs::path(path).parent_path().filename().string());
+      senders.insert(domain_of_path(path));
     }
   }
   std::vector<std::string> base = {c.exim_binary.string(), "-C",
@@ -1040,11 +1044,6 @@ ApplyReport Applier::apply(const model::RelayModel& model,
 }
 
 namespace {
-
-// What gains or loses an entry when a domain gains or loses its files;
-// the files themselves are in LiveFiles.
-constexpr const char* kLookupDirs[] = {"domains", "suspended", "dkim",
-                                       "default"};
 
 std::vector<std::optional<util::FileStamp>> lookup_dir_stamps(
     const OutputDir& out) {

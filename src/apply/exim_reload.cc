@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -238,9 +239,7 @@ std::vector<std::string> default_start(const EximDaemon& d) {
 }
 
 std::string shown(const std::vector<std::string>& argv) {
-  std::string text;
-  for (const auto& arg : argv) text += (text.empty() ? "" : " ") + arg;
-  return text;
+  return fmt::format("{}", fmt::join(argv, " "));
 }
 
 // Without systemd: starts Exim when none runs. One that did not write its

@@ -228,19 +228,25 @@ void OutputDir::write_new(const fs::path& rel, const std::string& content,
 }
 
 void OutputDir::make_durable(const std::vector<std::string>& rels) {
-  make_durable_async(rels).get();
+  sync_job(rels)();
 }
 
 std::future<void> OutputDir::make_durable_async(
     const std::vector<std::string>& rels) {
+  return std::async(std::launch::async, sync_job(rels));
+}
+
+std::function<void()> OutputDir::sync_job(
+    const std::vector<std::string>& rels) const {
   if (rels.size() > kMaxSyncEach || (rels.size() == 1 && rels[0].empty())) {
     auto fd = std::make_shared<UniqueFd>(::dup(root_fd_->get()));
-    return std::async(std::launch::async, [fd, shown = root_.string()] {
+    return [fd, shown = root_.string()] {
       if (::syncfs(fd->get()) != 0) throw errno_error("syncfs", shown);
-    });
+    };
   }
-  // Opened here: the directory handles belong to this thread.
-  std::vector<std::pair<UniqueFd, std::string>> files;
+  // Opened here: the directory handles belong to the caller's thread.
+  auto files =
+      std::make_shared<std::vector<std::pair<UniqueFd, std::string>>>();
   for (const auto& name : rels) {
     fs::path rel = name;
     std::string shown = (root_ / rel).string();
@@ -250,13 +256,13 @@ std::future<void> OutputDir::make_durable_async(
                                 rel.empty() ? "." : rel.filename().c_str(),
                                 O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd.valid()) throw errno_error("fsync", shown);
-    files.emplace_back(std::move(fd), std::move(shown));
+    files->emplace_back(std::move(fd), std::move(shown));
   }
-  return std::async(std::launch::async, [files = std::move(files)] {
-    for (const auto& [fd, shown] : files) {
+  return [files] {
+    for (const auto& [fd, shown] : *files) {
       if (::fsync(fd.get()) != 0) throw errno_error("fsync", shown);
     }
-  });
+  };
 }
 
 void OutputDir::commit(const std::vector<StagedFile>& files, bool durable) {

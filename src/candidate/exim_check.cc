@@ -294,8 +294,7 @@ StartedCheck EximChecker::start_route(
     const std::filesystem::path& generation_dir,
     const std::filesystem::path& data_dir, const std::string& domain) const {
   auto argv = base_argv(generation_dir, data_dir);
-  for (const char* arg : {"-f", "", "-bt"}) argv.push_back(arg);
-  argv[argv.size() - 2] = "postmaster@" + domain;
+  argv.insert(argv.end(), {"-f", "postmaster@" + domain, "-bt"});
   return {generation_dir, data_dir, domain, util::start_process(argv, nice_)};
 }
 

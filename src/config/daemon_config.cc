@@ -184,12 +184,7 @@ const std::map<std::string, Setter>& setters() {
          }
          c.max_request_bytes = static_cast<size_t>(n);
        }},
-      {"keep_generations",
-       [](DaemonConfig& c, const json& v) {
-         int n = as<int>(v, "a whole number");
-         if (n < 2 || n > 100) throw ConfigError("must be 2-100");
-         c.keep_generations = n;
-       }},
+      {"keep_generations", whole(&DaemonConfig::keep_generations, 2, 100)},
       {"mass_removal_percent",
        whole(&DaemonConfig::mass_removal_percent, 1, 100)},
       {"mass_removal_min_domains",

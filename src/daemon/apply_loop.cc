@@ -205,10 +205,6 @@ config::DaemonConfig ApplyLoop::config() const {
   return current()->config();
 }
 
-nlohmann::json ApplyLoop::status() const {
-  return current()->status();
-}
-
 std::shared_ptr<const nlohmann::json> ApplyLoop::status_snapshot() const {
   return current()->status_snapshot();
 }

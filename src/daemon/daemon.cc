@@ -66,8 +66,6 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
   };
   loop_ = std::make_unique<ApplyLoop>(std::make_unique<engine::Engine>(config_),
                                       std::move(observer));
-  // Before the applying thread starts: the socket's creation sets the
-  // process's umask for a moment.
   // A reconcile comes after whatever the watcher saw before it: the
   // watcher's thread hands that over first, then queues the request.
   auto after_panel_changes = [this](std::function<void()> then) {
@@ -81,6 +79,8 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
     control_ios_.push_back(std::make_unique<boost::asio::io_context>(1));
     lanes.push_back(control_ios_.back().get());
   }
+  // Before the applying thread starts: the socket's creation sets the
+  // process's umask for a moment.
   server_ = std::make_unique<ControlServer>(
       std::move(lanes), config_.control_socket, config_.control_socket_group,
       make_commands(*loop_, info_, std::move(after_panel_changes)),

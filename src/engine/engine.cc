@@ -133,6 +133,18 @@ void save_errors(const config::DaemonConfig& c, const ErrorMap& errors) try {
   // applies themselves, which say why.
 }
 
+// The rollback's pin in force, as status shows it, or null.
+json pinned_json(const apply::Applier& applier) {
+  try {
+    if (auto generation = applier.pinned())
+      return {{"generation", *generation}};
+  } catch (const std::exception&) {
+    // An output directory that cannot be read (or its group gone) has no
+    // pin to show; the next apply says what is wrong with it.
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 // What the applying thread read from disk, to be merged under the lock.
@@ -358,7 +370,9 @@ ApplyOutcome Engine::rollback(std::optional<unsigned long> generation) {
   // it): only its client hears. The last apply, which status and STATUS=
   // show, is still what is live.
   if (!outcome.report.pinned) return outcome;
+  json pinned = pinned_json(applier_);
   std::unique_lock lock(mutex_);
+  pinned_ = std::move(pinned);
   last_apply_ = outcome;
   note_exim(outcome);
   return outcome;
@@ -577,7 +591,10 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   }
   bool errors_changed = false;
   {
+    // Read before the lock: readers of the state never wait for the disk.
+    json pinned = pinned_json(applier_);
     std::unique_lock lock(mutex_);
+    pinned_ = std::move(pinned);
     // A resync that compared only what changed has only those errors to
     // look at again (rescan() adds the names that had one).
     errors_changed = record_errors(
@@ -835,18 +852,6 @@ json warnings_json(const model::RelayModel& model) {
   return list;
 }
 
-// The rollback's pin in force, as status shows it, or null.
-json pinned_json(const apply::Applier& applier) {
-  try {
-    if (auto generation = applier.pinned())
-      return {{"generation", *generation}};
-  } catch (const std::exception&) {
-    // An output directory that cannot be read (or its group gone) has no
-    // pin to show; the next apply says what is wrong with it.
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 json Engine::status() const {
@@ -898,7 +903,7 @@ void Engine::refresh_status_cache() const {
       {"errors_total", errors_.size()},
       {"warnings", warnings_json(model_)},
       {"warnings_total", model_.warning_count()},
-      {"pinned", pinned_json(applier_)}});
+      {"pinned", pinned_}});
   std::lock_guard lock(status_mutex_);
   status_cache_ = std::move(s);
   status_of_ = shown_apply();

@@ -100,10 +100,10 @@ Child::Child(Child&& other) noexcept {
 Child& Child::operator=(Child&& other) noexcept {
   if (this != &other) {
     kill_and_reap();
-    std::swap(pid_, other.pid_);
-    std::swap(in_, other.in_);
-    std::swap(out_, other.out_);
-    std::swap(err_, other.err_);
+    pid_ = std::exchange(other.pid_, -1);
+    in_ = std::move(other.in_);
+    out_ = std::move(other.out_);
+    err_ = std::move(other.err_);
   }
   return *this;
 }
@@ -113,10 +113,9 @@ Child::~Child() {
 }
 
 void Child::kill_and_reap() noexcept {
-  for (int* fd : {&in_, &out_, &err_}) {
-    if (*fd >= 0) ::close(*fd);
-    *fd = -1;
-  }
+  in_ = UniqueFd();
+  out_ = UniqueFd();
+  err_ = UniqueFd();
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);
   int status = 0;
@@ -140,20 +139,17 @@ Child start_process(const std::vector<std::string>& argv, int nice) {
   // large input waits for the child to read it all, while the child waits
   // for us to read its output: both would stop until the timeout.
   ::fcntl(in.write.get(), F_SETFL, O_NONBLOCK);
-  child.in_ = in.write.release();
-  child.out_ = out.read.release();
-  child.err_ = err.read.release();
+  child.in_ = std::move(in.write);
+  child.out_ = std::move(out.read);
+  child.err_ = std::move(err.read);
   return child;
 }
 
 ProcessResult Child::finish(const std::string& input,
                             std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  UniqueFd in(std::exchange(in_, -1));
-  UniqueFd out(std::exchange(out_, -1));
-  UniqueFd err(std::exchange(err_, -1));
   ProcessResult result;
-  if (!pump(in, out, err, input, result, deadline)) {
+  if (!pump(in_, out_, err_, input, result, deadline)) {
     result.timed_out = true;
     ::kill(pid_, SIGKILL);
   }

@@ -619,6 +619,9 @@ TEST_F(EngineTest, ErrorFirstSeenSurvivesANewEngine) {
   EXPECT_TRUE(restarted.status()["errors"].empty());
   EXPECT_FALSE(fs::exists(state));
   EXPECT_TRUE(Engine(config_).status()["errors"].empty());
+  // The document of the last apply, with the time added at each request.
+  EXPECT_TRUE(restarted.status().contains("uptime_s"));
+  EXPECT_FALSE(restarted.status_snapshot()->contains("uptime_s"));
 }
 
 // Verifies that a file that cannot be written (a symlink planted for its

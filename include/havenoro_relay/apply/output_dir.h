@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -135,6 +136,9 @@ class OutputDir {
    private:
     std::shared_ptr<util::UniqueFd> fd_;
   };
+
+  // What makes `rels` durable: opened now, run later on any thread.
+  std::function<void()> sync_job(const std::vector<std::string>& rels) const;
 
   // The directory `rel` below the root, opened one component at a time
   // with O_NOFOLLOW (missing ones created when `create` is set).

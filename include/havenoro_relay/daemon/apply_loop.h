@@ -110,8 +110,6 @@ class ApplyLoop {
   /// The configuration of the engine in use, copied; any thread. Never
   /// waits for an apply: the engine's configuration does not change.
   config::DaemonConfig config() const;
-  /// The engine's status document; any thread.
-  nlohmann::json status() const;
   /// The engine's status document as last built, shared; any thread.
   std::shared_ptr<const nlohmann::json> status_snapshot() const;
   /// Why the server-wide relay is rejected, if it is; any thread.

@@ -190,6 +190,7 @@ class Engine {
 
   std::optional<ApplyOutcome> last_apply_;
   nlohmann::json last_exim_;  ///< Exim's state as last confirmed
+  nlohmann::json pinned_;     ///< a rollback's pin, as the last apply left it
   status::DeliveryLog deliveries_;
 
   // Held exclusively by the applying thread only while it changes the

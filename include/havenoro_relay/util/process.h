@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "havenoro_relay/util/fd.h"
+
 namespace havenoro::util {
 
 /// What a finished child process left behind.
@@ -43,9 +45,9 @@ class Child {
   void kill_and_reap() noexcept;
 
   pid_t pid_ = -1;
-  int in_ = -1;
-  int out_ = -1;
-  int err_ = -1;
+  UniqueFd in_;  ///< our ends of the child's standard streams
+  UniqueFd out_;
+  UniqueFd err_;
 };
 
 /// Starts argv[0] (an absolute path; no shell, no PATH search) with argv,
