@@ -118,6 +118,20 @@ class SafetyCase(unittest.TestCase):
         cp = self.exim.exim("-bV")
         self.assertEqual(cp.returncode, 0, cp.stdout + cp.stderr)
 
+    def live_files(self):
+        """domain -> (route, username, password) of each live file."""
+        out = {}
+        domains = self.output_dir / "domains"
+        for name in os.listdir(domains):
+            if name.startswith("."):
+                continue
+            conf = domains / name / "smtp_relay.conf"
+            if conf.is_file():
+                f = sh.parse_credential(conf.read_text())
+                out[name] = (f.get("route"), sh.decoded(f, "username"),
+                             sh.decoded(f, "password"))
+        return out
+
 
 class KillDuringApplyTest(SafetyCase):
     """SIGKILL at random moments of applies over ~300 domains.
@@ -210,19 +224,6 @@ class KillDuringApplyTest(SafetyCase):
         return {d: (f"localhost:{w[0]}", w[1], w[2])
                 for d, w in self.want.items()
                 if w and d not in self.suspended}
-
-    def live_files(self):
-        out = {}
-        domains = self.output_dir / "domains"
-        for name in os.listdir(domains):
-            if name.startswith("."):
-                continue
-            conf = domains / name / "smtp_relay.conf"
-            if conf.is_file():
-                f = sh.parse_credential(conf.read_text())
-                out[name] = (f.get("route"), sh.decoded(f, "username"),
-                             sh.decoded(f, "password"))
-        return out
 
     def assertWholeAfterKill(self, n, before, after):
         """Exim's view after a kill: every live file whole, and each
@@ -819,7 +820,7 @@ class DaemonHoldsAndAnswersTest(SafetyCase):
     def test_rollback_meeting_a_planted_symlink_is_answered_at_once(self):
         """verifies `rollback` to a generation planted as a symlink, which
         the output directory refuses to open: an error reply naming the
-        path within seconds (no reply at all made the CLI wait 60 s),
+        path within seconds (not the CLI's 60 s wait for an answer),
         `current` as it was, and the daemon still answering."""
         self.daemon.wait_idle()
         current = self.current()
@@ -916,25 +917,12 @@ class OnceBesideTheDaemonTest(SafetyCase):
         return {d: (f"localhost:{self.relay.port}", u, p)
                 for d, (u, p) in self.want.items()}
 
-    def live_credentials(self):
-        """domain -> (route, username, password) of each live file."""
-        out = {}
-        domains = self.output_dir / "domains"
-        for name in sorted(os.listdir(domains)):
-            if name.startswith("."):
-                continue
-            f = sh.parse_credential(
-                (domains / name / "smtp_relay.conf").read_text())
-            out[name] = (f.get("route"), sh.decoded(f, "username"),
-                         sh.decoded(f, "password"))
-        return out
-
     def assertAllAgree(self, failed_before):
         """After the daemon went idle: every live credential file as the
         panel's settings render it, the same in `domain-get`, no failed
         apply in the daemon's log, no leftover in the output directory."""
         self.daemon.wait_idle()
-        self.assertEqual(self.live_credentials(), self.expected())
+        self.assertEqual(self.live_files(), self.expected())
         for domain, (username, _) in self.want.items():
             reply = self.daemon.request("domain-get", domain=domain)
             got = reply["arguments"]
@@ -945,7 +933,7 @@ class OnceBesideTheDaemonTest(SafetyCase):
         self.assertEqual(sh.dot_entries(self.output_dir), [])
 
     def test_once_while_the_daemon_applies_saves_takes_its_turn(self):
-        """verifies the review's repro: --once run again and again for 6 s
+        """verifies --once run again and again for 6 s
         while a few domains are saved every 50 ms and the daemon applies
         each save. Each run applies (exit 0, no problem line) or, had the
         daemon kept the lock for 30 s, fails with the one line naming the
@@ -974,7 +962,7 @@ class OnceBesideTheDaemonTest(SafetyCase):
         thread.start()
         runs = []
         try:
-            # Back to back, as the review ran them; a run takes some 10 ms.
+            # Back to back; a run takes some 10 ms.
             deadline = time.monotonic() + 6
             while time.monotonic() < deadline and len(runs) < 200:
                 runs.append(self.apply())
@@ -1016,7 +1004,7 @@ class OnceBesideTheDaemonTest(SafetyCase):
         proc = None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            before = self.live_credentials()
+            before = self.live_files()
             self.want[domain] = ("user-held", "Pw-held")
             self.save(domain)
             with open(stderr, "w") as err:
@@ -1032,7 +1020,7 @@ class OnceBesideTheDaemonTest(SafetyCase):
                 "the daemon's apply.waiting")
             self.assertIn(holder, self.daemon.log_events("apply.waiting")[-1])
             self.assertIsNone(proc.poll(), stderr.read_text())
-            self.assertEqual(self.live_credentials(), before)
+            self.assertEqual(self.live_files(), before)
         finally:
             os.close(lock)  # lets go of the lock
             if proc is not None:
@@ -1041,7 +1029,7 @@ class OnceBesideTheDaemonTest(SafetyCase):
         # The daemon may have taken the lock first and applied the save.
         self.assertRegex(out.strip().splitlines()[-1],
                          r"^apply\.(done|unchanged) ")
-        self.assertEqual(self.live_credentials()[domain],
+        self.assertEqual(self.live_files()[domain],
                          self.expected()[domain])
         self.assertAllAgree(failed_before)
 

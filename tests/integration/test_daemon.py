@@ -210,8 +210,7 @@ class WatchTest(DaemonTest):
         marker = self.output_dir / "suspended" / "pausing.example"
         h.wait_until(marker.exists, WAIT, "the suspended marker")
         # One apply writes its files first and removes the relay's last.
-        h.wait_until(lambda: self.credential("pausing.example") is None,
-                     WAIT, "the relay to be removed")
+        self.wait_no_relay("pausing.example")
 
     def test_z_burst_of_200_saves_costs_a_few_applies(self):
         """verifies 200 saves in a burst lead to a few applies and the
@@ -1235,8 +1234,7 @@ class PanelRootComesBackTest(DaemonTest):
         self.panel.write_user(user, suspended=True)
         marker = self.output_dir / "suspended" / domain
         h.wait_until(marker.exists, WAIT, f"{domain}'s suspended marker")
-        h.wait_until(lambda: self.credential(domain) is None, WAIT,
-                     f"{domain}'s relay to be removed")
+        self.wait_no_relay(domain)
 
     def test_a_root_renamed_away_and_back_later(self):
         """verifies a root renamed away is said lost once, applies nothing

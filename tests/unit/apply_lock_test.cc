@@ -4,8 +4,6 @@
 // the daemon's caches notice files that another applier wrote.
 // Candidates are checked by the real Exim.
 
-#include <fcntl.h>
-#include <grp.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -224,8 +222,9 @@ TEST_F(ApplyLockTest, LockHeldByAnotherProcessIsWaitedFor) {
 
 // Verifies that two Appliers applying settings of their own to the same
 // output directory from two threads at once take turns: every apply
-// writes both domains and passes its Exim checks (the candidate tree is
-// no longer shared), and the live files are whole, both from one apply.
+// writes both domains and passes its Exim checks (neither sees the
+// other's candidate tree), and the live files are whole, both from one
+// apply.
 TEST_F(ApplyLockTest, TwoAppliersAtOnceTakeTurns) {
   constexpr int kRounds = 6;
   std::map<std::string, model::RelayModel> models;

@@ -203,21 +203,11 @@ std::string load_refusal(const std::filesystem::path& file) {
 TEST(DaemonConfig, LoadNamesTheFile) {
   testing::TestDir tmp;
   auto missing = tmp.path() / "missing.json";
-  try {
-    load_daemon_config(missing);
-    ADD_FAILURE() << "a missing file was read";
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(std::string(e.what()), "cannot read '" + missing.string() + "'");
-  }
+  EXPECT_EQ(load_refusal(missing), "cannot read '" + missing.string() + "'");
   auto file = tmp.path() / "config.json";
   testing::write_text(file, R"({"idle_timeout_s": 0})");
-  try {
-    load_daemon_config(file);
-    ADD_FAILURE() << "an idle timeout of 0 was taken";
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              file.string() + ": 'idle_timeout_s' must be 1-3600 seconds");
-  }
+  EXPECT_EQ(load_refusal(file),
+            file.string() + ": 'idle_timeout_s' must be 1-3600 seconds");
   file = usable_file(tmp, R"("idle_timeout_s": 7)");
   EXPECT_EQ(load_daemon_config(file).idle_timeout, 7s);
 }

@@ -97,11 +97,8 @@ class CandidateTest : public ::testing::Test {
  protected:
   void SetUp() override {
     out_ = tmp_.path() / "out";
-    std::string example = read_text(kTemplates / "exim4.conf.example");
-    replace_all(example, "/etc/exim4/havenoro-relay", out_.string());
     config_ = tmp_.path() / "exim.conf";
-    // A fixed name spares every Exim process a DNS lookup of this host.
-    write_text(config_, "primary_hostname = mail.havenoro.test\n" + example);
+    write_text(config_, testing::example_exim_config(kSource, out_));
   }
 
   fs::path render_generation(const fs::path& templates) {
