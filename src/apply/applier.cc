@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "havenoro_relay/apply/exim_reload.h"
+#include "havenoro_relay/apply/held_mail.h"
 #include "havenoro_relay/apply/live_files.h"
 #include "havenoro_relay/apply/output_dir.h"
 #include "havenoro_relay/candidate/exim_check.h"
@@ -646,41 +647,18 @@ candidate::CheckResult check_data(const OutputDir& out,
   return run_checks(std::move(checks));
 }
 
-// The queue runs a save starts are the daemon's own work too: the mail
-// Exim is delivering anyway comes first.
-constexpr int kQueueRunNice = 10;
-
-// Beyond this many changed relays, one queue run for everything is cheaper
-// than one per domain.
-constexpr size_t kMaxDomainQueueRuns = 20;
-
-// Mail deferred while a relay was wrong would wait for the next queue run
-// (30 minutes on Debian) or its retry time (hours): force an attempt now
-// for the senders whose relay just changed (when an Exim daemon runs: that
-// is the Exim this configuration belongs to). -S matches the sender,
-// case-independently; f forces delivery before the retry time.
-void retry_held_mail(const config::DaemonConfig& c, const Changes& changes) {
+// The sender domains whose relay an apply changed, and whether the
+// server-wide relay (which any sender may take) changed.
+std::pair<std::set<std::string>, bool> changed_senders(const Changes& changes) {
   std::set<std::string> senders;
   bool everything = false;
-  for (const auto& [path, text, key, skipped] : changes.writes) {
-    if (path == kDefaultFile) everything = true;
-    if (path.starts_with("domains/")) {
-      senders.insert(domain_of_path(path));
+  for (const auto& write : changes.writes) {
+    if (write.path == kDefaultFile) everything = true;
+    if (write.path.starts_with("domains/")) {
+      senders.insert(domain_of_path(write.path));
     }
   }
-  std::vector<std::string> base = {c.exim_binary.string(), "-C",
-                                   c.exim_config.string()};
-  if (everything || senders.size() > kMaxDomainQueueRuns) {
-    base.push_back("-qf");
-    util::spawn_detached(base, kQueueRunNice);
-    return;
-  }
-  for (const auto& domain : senders) {
-    auto argv = base;
-    argv.push_back("-Sf");
-    argv.push_back("@" + domain);
-    util::spawn_detached(argv, kQueueRunNice);
-  }
+  return {std::move(senders), everything};
 }
 
 EximDaemon exim_daemon(const config::DaemonConfig& c) {
@@ -872,7 +850,8 @@ void guard_mass_removal(OutputDir& out, const Listing& listing,
 
 }  // namespace
 
-Applier::Applier(config::DaemonConfig config) : config_(std::move(config)) {
+Applier::Applier(config::DaemonConfig config)
+    : config_(std::move(config)), held_mail_(config_) {
   // Once: the group database is a file read through NSS, a cost each save
   // would pay again. A group missing now is looked up at each apply, and
   // each one says that it is missing.
@@ -1184,7 +1163,11 @@ ApplyReport Applier::run(const model::RelayModel& model,
   });
   clear_check(out);  // the copies of live files
   remove_data(out, changes.removals, live_files_, report.errors);
-  if (running_exim(exim_daemon(config_))) retry_held_mail(config_, changes);
+  // Only for a running Exim daemon: that is the Exim this configuration
+  // belongs to.
+  auto [senders, everything] = changed_senders(changes);
+  if ((everything || !senders.empty()) && running_exim(exim_daemon(config_)))
+    held_mail_.retry(senders, everything);
   return report;
 }
 

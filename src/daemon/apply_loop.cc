@@ -137,17 +137,46 @@ void ApplyLoop::stop() {
     left = std::move(queued_);
     queued_ = Batch{};
   }
-  answer(left.waiters,
-         failed_outcome("havenoro-relayd stopped before applying"));
+  if (left.size() == 0) return;
+  spdlog::info(LogEvent("daemon.dropped")
+                   .add("queued", left.size())
+                   .add("waiting", drop(left))
+                   .add("kept", "the next start's resync reads the tree")
+                   .str());
 }
 
+// Once stopping, nothing is queued: no apply would take it, and a request
+// left in the queue would wait until its client gave up.
 void ApplyLoop::enqueue(const std::function<void(Batch&)>& add) {
+  Batch refused;
+  bool stopping;
   {
     std::lock_guard lock(mutex_);
-    add(queued_);
-    last_added_ = SteadyClock::now();
+    stopping = stopping_;
+    add(stopping ? refused : queued_);
+    if (!stopping) last_added_ = SteadyClock::now();
   }
-  wake_.notify_one();
+  if (stopping) {
+    drop(refused);
+  } else {
+    wake_.notify_one();
+  }
+}
+
+// Outside the lock: whoever is told may queue more, and hears at once.
+size_t ApplyLoop::drop(Batch& batch) {
+  size_t told = 0;
+  for (auto& done : batch.waiters) {
+    if (!done) continue;
+    done(nullptr);
+    ++told;
+  }
+  for (auto& task : batch.tasks) {
+    if (!task.dropped) continue;
+    task.dropped();
+    ++told;
+  }
+  return told;
 }
 
 void ApplyLoop::note_paths(std::vector<std::filesystem::path> paths) {
@@ -192,8 +221,10 @@ void ApplyLoop::reconfigure(config::DaemonConfig config, ApplyDone done) {
   });
 }
 
-void ApplyLoop::run(EngineTask task) {
-  enqueue([&](Batch& b) { b.tasks.push_back(std::move(task)); });
+void ApplyLoop::run(EngineTask task, TaskDropped dropped) {
+  enqueue([&](Batch& b) {
+    b.tasks.push_back({std::move(task), std::move(dropped)});
+  });
 }
 
 std::shared_ptr<engine::Engine> ApplyLoop::current() const {
@@ -248,6 +279,7 @@ ApplyLoop::Batch ApplyLoop::take_batch() {
     if (SteadyClock::now() >= at) break;
     wake_.wait_until(lock, at);
   }
+  if (stopping_) return Batch{};  // stop() drops what is queued
   Batch batch = std::move(queued_);
   queued_ = Batch{};
   if (!batch.empty()) busy_since_ = std::chrono::steady_clock::now();
@@ -305,7 +337,7 @@ bool ApplyLoop::process(Batch& batch) {
   if (batch.config) swap_engine(std::move(*batch.config));
   for (auto& task : batch.tasks) {
     try {
-      task(*current());
+      task.run(*current());
     } catch (const std::exception& e) {
       spdlog::error(
           LogEvent("daemon.task_failed").add("error", e.what()).str());

@@ -3,42 +3,16 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "havenoro_relay/daemon/command_arguments.h"
 #include "havenoro_relay/daemon/reconcile_reply.h"
 #include "havenoro_relay/daemon/relay_test.h"
 #include "havenoro_relay/daemon/status_reply.h"
-#include "havenoro_relay/panel/domain_settings.h"
 
 namespace havenoro::daemon {
 namespace {
 
 using nlohmann::json;
 using AfterPanelChanges = std::function<void(std::function<void()>)>;
-
-// Arguments that cannot be used: the reply is kBadRequest.
-class ArgumentError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
-std::optional<std::string> domain_argument(const json& args) {
-  auto it = args.find("domain");
-  if (it == args.end() || it->is_null()) return std::nullopt;
-  if (!it->is_string()) throw ArgumentError("\"domain\" must be a string");
-  auto name = it->get<std::string>();
-  if (!panel::is_domain_name(name))
-    throw ArgumentError(
-        fmt::format("'{}' is not a domain name (lowercase, xn-- form)",
-                    name.substr(0, 255)));
-  return name;
-}
-
-bool flag_argument(const json& args, const char* key) {
-  auto it = args.find(key);
-  if (it == args.end()) return false;
-  if (!it->is_boolean())
-    throw ArgumentError(fmt::format("\"{}\" must be true or false", key));
-  return it->get<bool>();
-}
 
 // Turns argument errors into kBadRequest replies, so each handler below
 // only reads what it needs.
@@ -78,6 +52,32 @@ void domain_get(ApplyLoop& loop, const json& args, Responder respond) {
   respond({Result::kSuccess, text, std::move(d)});
 }
 
+// Answers a request on the applying thread with what `answer` makes of
+// the engine; an exception is an error reply, its text after
+// `failed_prefix`. When the stopping daemon drops the task the client
+// hears that instead of losing the connection: unlike a reconcile's
+// change, what it asked for is not done by the next start on its own.
+void answer_on_loop(ApplyLoop& loop, const char* command,
+                    std::string failed_prefix,
+                    std::function<Reply(engine::Engine&)> answer,
+                    Responder respond) {
+  loop.run(
+      [failed_prefix, answer, respond](engine::Engine& engine) {
+        try {
+          respond(answer(engine));
+        } catch (const std::exception& e) {
+          respond(make_reply(Result::kError, failed_prefix + e.what()));
+        }
+      },
+      [command, respond] {
+        respond(make_reply(
+            Result::kError,
+            fmt::format("{} not run: havenoro-relayd is stopping; ask "
+                        "again once it is back",
+                        command)));
+      });
+}
+
 ReconcileTarget reconcile_target(const json& args) {
   auto domain = domain_argument(args);
   bool server = flag_argument(args, "server");
@@ -92,25 +92,27 @@ ReconcileTarget reconcile_target(const json& args) {
 // rollback's pin runs as a task with those options; it always waits.
 void forced_resync(ApplyLoop& loop, engine::Engine::ResyncOptions options,
                    Responder respond) {
-  loop.run([options, respond](engine::Engine& engine) {
-    try {
-      auto outcome = engine.resync(options);
-      ReconcileTarget all;
-      all.release_pin = options.release_pin;
-      all.confirm_removals = options.confirm_removals;
-      respond(reconcile_reply(outcome, all, encode_summary(outcome)));
-    } catch (const std::exception& e) {
-      respond(make_reply(Result::kError, e.what()));
-    }
-  });
+  auto answer = [options](engine::Engine& engine) {
+    auto outcome = engine.resync(options);
+    ReconcileTarget all;
+    all.release_pin = options.release_pin;
+    all.confirm_removals = options.confirm_removals;
+    return reconcile_reply(outcome, all, encode_summary(outcome));
+  };
+  answer_on_loop(loop, "reconcile", "", answer, std::move(respond));
 }
 
 // Told on the applying thread, once per waiting request: each reply is
-// its domain's outcome and the apply's summary, encoded once for all.
+// its domain's outcome and the apply's summary, encoded once for all. Or
+// told no outcome by a stopping daemon, which dropped the request.
 ApplyDone reply_when_done(ApplyLoop& loop,
                           std::shared_ptr<ApplySummaries> summaries,
                           ReconcileTarget target, Responder respond) {
   return [&loop, summaries, target, respond](const SharedOutcome& outcome) {
+    if (!outcome) {
+      respond(stopping_reply(target));
+      return;
+    }
     std::optional<std::string> server_error;
     if (target.kind == ReconcileTarget::Kind::kServer)
       server_error = loop.server_error();
@@ -195,26 +197,19 @@ void rollback(ApplyLoop& loop, const json& args, Responder respond) {
     }
     generation = it->get<unsigned long>();
   }
-  loop.run([generation, respond](engine::Engine& engine) {
-    try {
-      respond(rollback_reply(engine, generation));
-    } catch (const std::exception& e) {
-      // The output directory failed under the rollback (a planted
-      // symlink): the client hears it now, not after its timeout.
-      respond(make_reply(Result::kError,
-                         fmt::format("rollback failed: {}", e.what())));
-    }
-  });
+  // An exception: the output directory failed under the rollback (a
+  // planted symlink); the client hears it now, not after its timeout.
+  answer_on_loop(
+      loop, "rollback", "rollback failed: ",
+      [generation](engine::Engine& e) { return rollback_reply(e, generation); },
+      std::move(respond));
 }
 
 void config_test(ApplyLoop& loop, Responder respond) {
-  loop.run([respond](engine::Engine& engine) {
-    try {
-      respond(plan_reply(engine.plan()));
-    } catch (const std::exception& e) {
-      respond(make_reply(Result::kError, e.what()));
-    }
-  });
+  answer_on_loop(
+      loop, "config-test", "",
+      [](engine::Engine& engine) { return plan_reply(engine.plan()); },
+      std::move(respond));
 }
 
 }  // namespace

@@ -53,24 +53,40 @@ std::string encode_request(const Request& request) {
   return doc.dump();
 }
 
-std::string encode_reply(const Reply& reply) {
-  json arguments = reply.arguments;
-  drop_passwords(arguments);
-  std::string args = arguments.is_object() ? dump(arguments) : "{}";
-  if (reply.encoded && !reply.encoded->empty()) {
-    // Spliced in as text: what is shared is not parsed or dumped again.
-    args.pop_back();
-    if (args.size() > 1) args += ',';
-    args += *reply.encoded;
-    args += '}';
+EncodedReply encode_reply_parts(const Reply& reply) {
+  std::string args = "{}";
+  if (reply.arguments.is_object() && !reply.arguments.empty()) {
+    json arguments = reply.arguments;
+    drop_passwords(arguments);
+    args = dump(arguments);
   }
-  std::string line = "{\"result\":";
-  line += std::to_string(static_cast<int>(reply.result));
-  line += ",\"text\":";
-  line += dump(json(reply.text));
-  line += ",\"arguments\":";
-  line += args;
-  line += '}';
+  EncodedReply parts;
+  parts.head = "{\"result\":";
+  parts.head += std::to_string(static_cast<int>(reply.result));
+  parts.head += ",\"text\":";
+  parts.head += dump(json(reply.text));
+  parts.head += ",\"arguments\":";
+  if (reply.encoded && !reply.encoded->empty()) {
+    // Spliced in as text, not copied: a status page's members are
+    // kilobytes, and every block of that size takes the allocator's lock,
+    // which the applying thread holds often.
+    parts.head.append(args, 0, args.size() - 1);
+    if (args.size() > 2) parts.head += ',';
+    parts.shared = reply.encoded;
+    parts.tail = "}}\n";
+  } else {
+    parts.head += args;
+    parts.tail = "}\n";
+  }
+  return parts;
+}
+
+std::string encode_reply(const Reply& reply) {
+  auto parts = encode_reply_parts(reply);
+  std::string line = std::move(parts.head);
+  if (parts.shared) line += *parts.shared;
+  line += parts.tail;
+  line.pop_back();  // the newline
   return line;
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
@@ -153,10 +154,13 @@ void ControlSession::dispatch(const std::string& line) {
 
 void ControlSession::send(const Reply& reply, bool then_close) {
   if (closed_) return;
-  out_ = encode_reply(reply);
-  out_ += '\n';
+  out_ = encode_reply_parts(reply);
+  std::array<asio::const_buffer, 3> line = {
+      asio::buffer(out_.head),
+      out_.shared ? asio::buffer(*out_.shared) : asio::const_buffer(),
+      asio::buffer(out_.tail)};
   arm_timer();  // a client that never reads its reply is dropped too
-  asio::async_write(socket_, asio::buffer(out_),
+  asio::async_write(socket_, line,
                     [self = shared_from_this(), then_close](
                         boost::system::error_code ec, size_t) {
                       self->timer_.cancel();

@@ -48,7 +48,7 @@ class ControlSession : public std::enable_shared_from_this<ControlSession> {
   std::function<void(ControlSession*)> on_close_;
   boost::asio::streambuf buffer_;
   boost::asio::steady_timer timer_;
-  std::string out_;
+  EncodedReply out_;  ///< the reply being written
   bool closed_ = false;
 };
 

@@ -68,11 +68,19 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
                                       std::move(observer));
   // A reconcile comes after whatever the watcher saw before it: the
   // watcher's thread hands that over first, then queues the request.
+  // Once that thread is gone (stopping), the request goes to the stopped
+  // loop at once, which tells its client so.
   auto after_panel_changes = [this](std::function<void()> then) {
-    boost::asio::post(io_, [this, then = std::move(then)] {
-      take_panel_changes();
-      then();
-    });
+    std::unique_lock lock(hand_over_mutex_);
+    if (hand_over_) {
+      boost::asio::post(io_, [this, then = std::move(then)] {
+        take_panel_changes();
+        then();
+      });
+      return;
+    }
+    lock.unlock();
+    then();
   };
   std::vector<boost::asio::io_context*> lanes;
   for (int i = 0; i < kControlThreads; ++i) {
@@ -104,10 +112,15 @@ int Daemon::run() {
   schedule_watchdog();
   schedule_delivery_poll();
   io_.run();
-  // The apply running now finishes (an apply is never cut in half); what
-  // is still queued is dropped, to be found again by the next start's
-  // resync.
+  // Stopping, in an order that lets every waiting request hear how it
+  // ended. The apply running now finishes (an apply is never cut in
+  // half) and answers its requests; what is still queued is dropped, to
+  // be found again by the next start's resync, and its requests hear
+  // that. Each reply is posted to its connection's lane before the close
+  // is, so the lane writes it first.
   loop_->stop();
+  end_hand_over();
+  server_->close().wait_for(kCloseWait);
   stop_control_threads();
   spdlog::info(LogEvent("daemon.stopped").str());
   return 0;
@@ -120,7 +133,18 @@ void Daemon::start_control_threads() {
   }
 }
 
-// Connections are closed by now (stop); replies still on their way are
+// Reconciles handed to the watcher's thread while the loop stopped reach
+// it now, and hear at once that it stopped; later ones go there directly.
+void Daemon::end_hand_over() {
+  {
+    std::lock_guard lock(hand_over_mutex_);
+    hand_over_ = false;
+  }
+  io_.restart();
+  io_.poll();
+}
+
+// Connections are closed by now (run); replies still on their way are
 // dropped with the io_context.
 void Daemon::stop_control_threads() {
   control_work_.clear();
@@ -150,7 +174,6 @@ void Daemon::stop(const char* why) {
   watchdog_timer_.cancel();
   delivery_timer_.cancel();
   close_watcher();
-  server_->close().wait_for(kCloseWait);
   io_.stop();
 }
 
@@ -203,8 +226,9 @@ void Daemon::reload() {
   else if (watcher_)
     watcher_->rescan();
   schedule_resync();
-  loop_->reconfigure(config_, [this](const SharedOutcome&) {
-    notifier_.ready(current_status_line());
+  // No READY=1 after STOPPING=1: a stop drops the resync (no outcome).
+  loop_->reconfigure(config_, [this](const SharedOutcome& outcome) {
+    if (outcome) notifier_.ready(current_status_line());
   });
 }
 

@@ -261,4 +261,11 @@ Reply reconcile_reply(const ApplyOutcome& outcome,
   return reply;
 }
 
+Reply stopping_reply(const ReconcileTarget& target) {
+  return make_reply(Result::kError,
+                    target.describe() +
+                        ": not applied yet: havenoro-relayd is stopping; "
+                        "the change will be applied when it starts again");
+}
+
 }  // namespace havenoro::daemon

@@ -6,13 +6,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <variant>
 
+#include "havenoro_relay/daemon/command_arguments.h"
 #include "havenoro_relay/daemon/log_event.h"
-#include "havenoro_relay/panel/domain_settings.h"
 #include "havenoro_relay/panel/panel_reader.h"
 #include "havenoro_relay/probe/relay_probe.h"
 #include "havenoro_relay/probe/test_message.h"
@@ -36,12 +35,6 @@ struct RunningSlot {
   ~RunningSlot() { running.fetch_sub(1); }
 };
 
-// Arguments that cannot be used: the reply is kBadRequest.
-class BadRequest : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
-
 // What one request asks for.
 struct TestRequest {
   std::string domain;  ///< empty for the server-wide relay
@@ -49,37 +42,11 @@ struct TestRequest {
   std::optional<milliseconds> timeout;
 };
 
-// A member that is absent or null reads as not given.
-const json* given(const json& args, const char* key) {
-  auto it = args.find(key);
-  return it == args.end() || it->is_null() ? nullptr : &*it;
-}
-
-std::string domain_of(const json& args) {
-  const json* v = given(args, "domain");
-  if (!v) return "";
-  if (!v->is_string()) throw BadRequest("\"domain\" must be a string");
-  auto name = v->get<std::string>();
-  if (!panel::is_domain_name(name)) {
-    throw BadRequest(
-        fmt::format("'{}' is not a domain name (lowercase, xn-- form)",
-                    name.substr(0, 255)));
-  }
-  return name;
-}
-
-bool server_of(const json& args) {
-  const json* v = given(args, "server");
-  if (!v) return false;
-  if (!v->is_boolean()) throw BadRequest("\"server\" must be true or false");
-  return v->get<bool>();
-}
-
 std::string to_of(const json& args) {
   const json* v = given(args, "to");
   if (!v) return "";
   if (!v->is_string() || !probe::is_plain_address(v->get<std::string>())) {
-    throw BadRequest("\"to\" must be one plain address, user@domain");
+    throw ArgumentError("\"to\" must be one plain address, user@domain");
   }
   return v->get<std::string>();
 }
@@ -89,23 +56,25 @@ std::optional<milliseconds> timeout_of(const json& args) {
   if (!v) return std::nullopt;
   double s = v->is_number() ? v->get<double>() : NAN;
   if (!(s >= 1 && s <= kMaxRelayTestTimeout.count())) {
-    throw BadRequest(fmt::format("\"timeout_s\" must be 1-{} seconds",
-                                 kMaxRelayTestTimeout.count()));
+    throw ArgumentError(fmt::format("\"timeout_s\" must be 1-{} seconds",
+                                    kMaxRelayTestTimeout.count()));
   }
   return milliseconds(std::lround(s * 1000));
 }
 
-// Throws BadRequest. An empty domain would be ambiguous in a request
+// Throws ArgumentError. An empty domain would be ambiguous in a request
 // (a client that forgot it), so the server-wide relay is asked for by name.
 TestRequest parse_request(const json& args) {
-  if (!args.is_object()) throw BadRequest("arguments must be an object");
-  TestRequest r{domain_of(args), to_of(args), timeout_of(args)};
-  bool server = server_of(args);
+  if (!args.is_object()) throw ArgumentError("arguments must be an object");
+  TestRequest r{domain_argument(args).value_or(""), to_of(args),
+                timeout_of(args)};
+  // A null "server" reads as not given here, as every other argument.
+  bool server = given(args, "server") && flag_argument(args, "server");
   if (!r.domain.empty() && server) {
-    throw BadRequest("give \"domain\" or \"server\": true, not both");
+    throw ArgumentError("give \"domain\" or \"server\": true, not both");
   }
   if (r.domain.empty() && !server) {
-    throw BadRequest(
+    throw ArgumentError(
         "relay-test needs \"domain\", or \"server\": true for the "
         "server-wide relay");
   }
@@ -226,7 +195,7 @@ void relay_test(ApplyLoop& loop, const json& args, Responder respond) {
   TestRequest request;
   try {
     request = parse_request(args);
-  } catch (const BadRequest& e) {
+  } catch (const ArgumentError& e) {
     respond(make_reply(Result::kBadRequest, e.what()));
     return;
   }

@@ -179,7 +179,6 @@ ApplyOutcome Engine::resync(ResyncOptions options) {
   if (read_once_) return rescan(options);
   std::map<std::string, panel::UserEntry> users;
   std::map<std::string, model::DomainFiles> domains;
-  std::map<std::string, std::set<std::string>> user_domains;
   auto server = panel::visit_panel(
       config_.panel_root, rules_,
       [&](panel::UserEntry&& u) {
@@ -187,7 +186,6 @@ ApplyOutcome Engine::resync(ResyncOptions options) {
         users.emplace(std::move(name), std::move(u));
       },
       [&](panel::DomainEntry&& d) {
-        user_domains[d.user].insert(d.stem);
         std::string stem = d.stem;
         std::string user = d.user;
         domains[stem].emplace(std::move(user), std::move(d));
@@ -198,7 +196,12 @@ ApplyOutcome Engine::resync(ResyncOptions options) {
     std::unique_lock lock(mutex_);
     users_ = std::move(users);
     domains_ = std::move(domains);
-    user_domains_ = std::move(user_domains);
+    user_domains_.clear();
+    for (const auto& [stem, files] : domains_) {
+      for (const auto& [user, entry] : files) {
+        user_domains_[user].emplace(stem, &entry);
+      }
+    }
     server_ = std::move(server);
     model_ = model::RelayModel();
     model::evaluate_server(model_, server_);
@@ -278,40 +281,47 @@ void Engine::rescan_changed(int users_fd, const std::string& user,
     rescan_user(user, into);  // a suspension changes all its domains
     return;
   }
-  std::set<std::string> gone;
-  if (auto it = user_domains_.find(user); it != user_domains_.end()) {
-    gone = it->second;
-  }
+  static const std::map<std::string, const panel::DomainEntry*> kNone;
+  auto known_files = user_domains_.find(user);
+  const auto& read =
+      known_files == user_domains_.end() ? kNone : known_files->second;
   auto files = util::list_stamps(users_fd, user + "/mail");
+  size_t listed = 0;
   for (const auto& [name, file_stamp] : files) {
     auto stem = file_stem(name);
     if (!stem) continue;
-    gone.erase(*stem);
-    if (!same_as_read(user, *stem, file_stamp, files)) {
+    auto known = read.find(*stem);
+    if (known != read.end()) ++listed;
+    if (known == read.end() ||
+        !same_as_read(*known->second, *stem, file_stamp, files)) {
       reread_file(user, *stem, into);
     }
   }
-  for (const auto& stem : gone) {
+  if (listed == read.size()) return;
+  // A file went away: which one is worth a second look at the list.
+  std::set<std::string> present;
+  for (const auto& [name, file_stamp] : files) {
+    if (auto stem = file_stem(name)) present.insert(std::move(*stem));
+  }
+  for (const auto& [stem, entry] : read) {
+    if (present.count(stem)) continue;
     into.files[{user, stem}] = std::nullopt;
     into.names.insert(stem);
   }
 }
 
-bool Engine::same_as_read(const std::string& user, const std::string& stem,
-                          const util::FileStamp& stamp,
-                          const std::vector<util::StampedName>& files) const {
-  auto d = domains_.find(stem);
-  if (d == domains_.end()) return false;
-  auto e = d->second.find(user);
-  if (e == d->second.end() || e->second.stamp != stamp) return false;
-  const auto& settings = e->second.settings.value;
+bool Engine::same_as_read(const panel::DomainEntry& entry,
+                          const std::string& stem, const util::FileStamp& stamp,
+                          const std::vector<util::StampedName>& files) {
+  if (entry.stamp != stamp) return false;
+  const auto& settings = entry.settings.value;
   if (!settings || !settings->dkim_enabled) return true;
   std::string key = stem + ".dkim.pem";
   std::optional<util::FileStamp> key_stamp;
   for (const auto& [name, file_stamp] : files) {  // a handful of files
     if (name == key) key_stamp = file_stamp;
   }
-  return key_stamp == e->second.key_stamp;
+  return key_stamp == entry.key_stamp;
 }
 
 void Engine::merge_into(Reread& into, Reread&& from) {
@@ -340,11 +350,15 @@ void Engine::merge(Reread& r) {
   for (auto& [key, entry] : r.files) {
     const auto& [user, stem] = key;
     if (entry) {
-      domains_[stem].insert_or_assign(user, std::move(*entry));
-      user_domains_[user].insert(stem);
+      auto [at, added] =
+          domains_[stem].insert_or_assign(user, std::move(*entry));
+      user_domains_[user].insert_or_assign(stem, &at->second);
     } else {
       domains_[stem].erase(user);
-      user_domains_[user].erase(stem);
+      if (auto u = user_domains_.find(user); u != user_domains_.end()) {
+        u->second.erase(stem);
+        if (u->second.empty()) user_domains_.erase(u);
+      }
       if (domains_[stem].empty()) domains_.erase(stem);
     }
   }
@@ -445,7 +459,7 @@ void Engine::rescan_user(const std::string& user, Reread& into) {
   fs::path dir = config_.panel_root / "data" / "users" / user;
   std::set<std::string> gone;
   if (auto it = user_domains_.find(user); it != user_domains_.end()) {
-    gone = it->second;
+    for (const auto& [stem, entry] : it->second) gone.insert(stem);
   }
   if (!path_exists(dir)) {
     into.users[user] = std::nullopt;

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cerrno>
+#include <thread>
 #include <utility>
 
 #include "havenoro_relay/util/fd.h"
@@ -174,34 +175,34 @@ pid_t spawn_detached(const std::vector<std::string>& argv, int nice) {
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
 
-  // Fork twice: the middle child exits at once, so the grandchild belongs
-  // to init and nobody has to reap it. The middle one tells its pid.
-  Pipe told = make_pipe();
-  pid_t middle = ::fork();
-  if (middle < 0) throw errno_error("fork", argv.at(0));
-  if (middle == 0) {
-    ::setsid();
-    int null = ::open("/dev/null", O_RDWR);
-    if (null >= 0) {
-      ::dup2(null, 0);
-      ::dup2(null, 1);
-      ::dup2(null, 2);
-    }
-    if (nice) ::setpriority(PRIO_PROCESS, 0, nice);
-    pid_t pid = -1;
-    if (posix_spawn(&pid, args[0], nullptr, nullptr, args.data(), environ)) {
-      pid = -1;
-    }
-    (void)!::write(told.write.get(), &pid, sizeof pid);
-    ::_exit(0);
-  }
-  told.write = UniqueFd();
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);
+  // posix_spawn, not fork: a fork copies the page tables of the whole
+  // daemon and holds its memory map meanwhile, stalling every thread.
   pid_t pid = -1;
-  while (::read(told.read.get(), &pid, sizeof pid) < 0 && errno == EINTR) {
+  int rc =
+      posix_spawn(&pid, args[0], &actions, &attributes, args.data(), environ);
+  posix_spawnattr_destroy(&attributes);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc == ENOENT || rc == EACCES || rc == ENOEXEC) return -1;
+  if (rc != 0) {
+    errno = rc;
+    throw errno_error("posix_spawn", argv.at(0));
   }
-  int status = 0;
-  while (::waitpid(middle, &status, 0) < 0 && errno == EINTR) {
-  }
+  if (nice) ::setpriority(PRIO_PROCESS, pid, nice);
+  // Reaped by a thread of its own, by pid: waiting for any child would
+  // take the exit of a check's process from the thread that runs it.
+  std::thread([pid] {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }).detach();
   return pid;
 }
 

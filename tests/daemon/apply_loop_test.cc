@@ -1,6 +1,7 @@
 // Verifies the applying thread with a real Engine (candidates checked by
 // the real Exim, no Exim daemon to reload): coalescing, waiters, tasks,
-// reconfiguring and stopping.
+// reconfiguring and stopping, and what a stop tells the control
+// commands' waiting requests.
 
 #include "havenoro_relay/daemon/apply_loop.h"
 
@@ -8,8 +9,11 @@
 
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <thread>
 
+#include "havenoro_relay/daemon/control_commands.h"
+#include "havenoro_relay/daemon/daemon_info.h"
 #include "test_dir.h"
 
 namespace havenoro::daemon {
@@ -363,16 +367,109 @@ TEST_F(ApplyLoopTest, ReconfigureUsesTheNewConfiguration) {
   EXPECT_FALSE(loop->domain("c.example").is_null());
 }
 
-// Verifies that stopping answers requests no apply will take.
+// Verifies that stopping tells requests no apply will take: no outcome.
 TEST_F(ApplyLoopTest, StopAnswersWhatIsStillQueued) {
   auto loop = make_loop();
-  std::promise<engine::ApplyOutcome> done;
-  loop->reconcile_domain("d.example", into(done));
+  std::promise<SharedOutcome> done;
+  loop->reconcile_domain("d.example", shared_into(done));
   loop->stop();
   auto future = done.get_future();
-  auto o = wait_for(future);
-  ASSERT_FALSE(o.report.ok());
-  EXPECT_EQ(o.report.errors.at(0), "havenoro-relayd stopped before applying");
+  ASSERT_EQ(future.wait_for(60s), std::future_status::ready);
+  EXPECT_EQ(future.get(), nullptr);
+}
+
+// Every reply each request got, by the order the requests were made.
+class Replies {
+ public:
+  Responder responder() {
+    std::lock_guard lock(mutex_);
+    size_t n = replies_.size();
+    replies_.emplace_back();
+    return [this, n](Reply r) {
+      std::lock_guard lock(mutex_);
+      replies_[n].push_back(std::move(r));
+    };
+  }
+  std::vector<Reply> of(size_t n) {
+    std::lock_guard lock(mutex_);
+    return replies_.at(n);
+  }
+  size_t count() {
+    std::lock_guard lock(mutex_);
+    return replies_.size();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::vector<Reply>> replies_;
+};
+
+// Verifies what a stop tells the requests that wait, through the control
+// commands: the one that joined the running apply hears it, the ones
+// queued behind it and one that comes during the stop hear, once each,
+// that the daemon is stopping.
+TEST_F(ApplyLoopTest, StopTellsEveryWaitingRequestOnce) {
+  auto loop = started_loop();
+  DaemonInfo info(tmp_.path() / "config.json");
+  CommandTable commands = make_commands(*loop, info);
+  Replies replies;
+  auto ask = [&](const std::string& command, nlohmann::json args) {
+    commands.at(command)(args, replies.responder());
+  };
+
+  Gate held;
+  hold_next_batch(
+      *loop, held,
+      {domain_file(".h.example.json.tmp"), write_domain("h.example", 2540)});
+  ask("reconcile", {{"domain", "h.example"}, {"wait", true}});  // joins it
+  ask("reconcile", {{"domain", "q.example"}, {"wait", true}});
+  ask("reconcile", {{"server", true}, {"wait", true}});
+  ask("reconcile", {{"wait", true}});
+  ask("reconcile", {{"release_pin", true}});
+  ask("config-test", nlohmann::json::object());
+  ask("rollback", nlohmann::json::object());
+  const size_t queued = replies.count();
+
+  std::thread stopping([&] { loop->stop(); });
+  // Once the stop has begun a request is answered at once, without an
+  // apply: ask until one is, before the held apply may end.
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  do {
+    ask("reconcile", {{"domain", "late.example"}, {"wait", true}});
+    if (!replies.of(replies.count() - 1).empty()) break;
+    std::this_thread::sleep_for(1ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_FALSE(replies.of(replies.count() - 1).empty())
+      << "a request during the stop was not answered";
+  held.release();
+  stopping.join();
+
+  auto joined = replies.of(0);
+  ASSERT_EQ(joined.size(), 1u);
+  EXPECT_EQ(joined[0].result, Result::kSuccess);
+  EXPECT_EQ(joined[0].text, "h.example: applied (route relay, generation 1)");
+
+  const std::string stopping_text =
+      ": not applied yet: havenoro-relayd is stopping; the change will be "
+      "applied when it starts again";
+  const std::vector<std::string> texts = {
+      "q.example" + stopping_text,
+      "the server-wide relay" + stopping_text,
+      "the panel tree" + stopping_text,
+      "reconcile not run: havenoro-relayd is stopping; ask again once it "
+      "is back",
+      "config-test not run: havenoro-relayd is stopping; ask again once it "
+      "is back",
+      "rollback not run: havenoro-relayd is stopping; ask again once it is "
+      "back"};
+  for (size_t n = 1; n < replies.count(); ++n) {
+    auto got = replies.of(n);
+    ASSERT_EQ(got.size(), 1u) << "request " << n;
+    EXPECT_EQ(got[0].result, Result::kError);
+    EXPECT_EQ(got[0].text,
+              n < queued ? texts.at(n - 1) : "late.example" + stopping_text);
+  }
+  EXPECT_EQ(route("h.example"), "192.0.2.25:2540");
 }
 
 }  // namespace

@@ -85,6 +85,26 @@ TEST(ControlProtocol, EncodedMembersNeverCarryAPassword) {
   EXPECT_NE(shared->find("\"username\":\"u\""), std::string::npos) << *shared;
 }
 
+// Verifies that the parts a session writes make the same line, the shared
+// members not copied, with or without arguments of the reply's own.
+TEST(ControlProtocol, ReplyPartsMakeTheLine) {
+  auto shared = encode_members({{"generation", 7}, {"domains", 3}});
+  for (json args : {json::object(), json{{"uptime_s", 5}}}) {
+    for (auto encoded : {EncodedMembers(), shared}) {
+      Reply reply{Result::kSuccess, "ok", args, encoded};
+      auto parts = encode_reply_parts(reply);
+      EXPECT_EQ(parts.shared.get(), encoded.get());
+      std::string line = parts.head;
+      if (parts.shared) line += *parts.shared;
+      line += parts.tail;
+      EXPECT_EQ(line, encode_reply(reply) + "\n");
+      auto back = parse_reply(encode_reply(reply));
+      EXPECT_EQ(back.arguments.contains("generation"), encoded != nullptr);
+      EXPECT_EQ(back.arguments.contains("uptime_s"), !args.empty());
+    }
+  }
+}
+
 // Verifies that bytes which are not UTF-8 do not cost the reply.
 TEST(ControlProtocol, InvalidUtf8IsReplaced) {
   Reply reply{Result::kError, std::string("bad \xff name"), json::object()};

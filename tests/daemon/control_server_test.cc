@@ -32,6 +32,13 @@ json reply_of(RawClient& c) {
   return line ? json::parse(*line) : json();
 }
 
+// The reply to `command`, without arguments, on a connection of its own.
+json ask(const std::filesystem::path& socket, const std::string& command) {
+  RawClient c(socket);
+  c.send(R"({"command":")" + command + "\"}\n");
+  return reply_of(c);
+}
+
 // Verifies that many requests on one connection, and many connections one
 // after another, are all answered (a reply never eats the next request).
 TEST_F(ControlServerTest, AnswersRequestsOneAfterAnother) {
@@ -43,10 +50,7 @@ TEST_F(ControlServerTest, AnswersRequestsOneAfterAnother) {
     EXPECT_EQ(reply_of(one)["arguments"]["n"], i);
   }
   for (int i = 0; i < 20; ++i) {
-    RawClient c(socket_path());
-    c.send(R"({"command":"echo"})"
-           "\n");
-    EXPECT_EQ(reply_of(c)["result"], 0) << "connection " << i;
+    EXPECT_EQ(ask(socket_path(), "echo")["result"], 0) << "connection " << i;
   }
 }
 
@@ -81,10 +85,7 @@ TEST_F(ControlServerTest, NotJsonIsABadRequest) {
 // Verifies that an unknown command gets result 2 and its name.
 TEST_F(ControlServerTest, UnknownCommandIsNamed) {
   start(echo_table());
-  RawClient c(socket_path());
-  c.send(R"({"command":"explode"})"
-         "\n");
-  auto r = reply_of(c);
+  auto r = ask(socket_path(), "explode");
   EXPECT_EQ(r["result"], 2);
   EXPECT_EQ(r["text"], "unknown command 'explode'");
 }
@@ -152,10 +153,7 @@ TEST_F(ControlServerTest, HandlerExceptionIsAnError) {
     throw std::runtime_error("it broke");
   };
   start(table);
-  RawClient c(socket_path());
-  c.send(R"({"command":"boom"})"
-         "\n");
-  auto r = reply_of(c);
+  auto r = ask(socket_path(), "boom");
   EXPECT_EQ(r["result"], 1);
   EXPECT_EQ(r["text"], "it broke");
 }
@@ -201,10 +199,7 @@ TEST_F(ControlServerTest, ReplacesStaleSocket) {
   }  // closed, file left behind
   ASSERT_TRUE(std::filesystem::exists(socket_path()));
   start(echo_table());
-  RawClient c(socket_path());
-  c.send(R"({"command":"echo"})"
-         "\n");
-  EXPECT_EQ(reply_of(c)["result"], 0);
+  EXPECT_EQ(ask(socket_path(), "echo")["result"], 0);
 }
 
 // Verifies that a socket another server answers on is left alone.
@@ -213,10 +208,7 @@ TEST_F(ControlServerTest, RefusesLiveSocket) {
   boost::asio::io_context other;
   EXPECT_THROW(ControlServer(other, socket_path(), "root", echo_table(), {}),
                std::system_error);
-  RawClient c(socket_path());
-  c.send(R"({"command":"echo"})"
-         "\n");
-  EXPECT_EQ(reply_of(c)["result"], 0);
+  EXPECT_EQ(ask(socket_path(), "echo")["result"], 0);
 }
 
 // Verifies that a file that is not a socket is never removed.

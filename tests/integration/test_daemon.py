@@ -552,6 +552,96 @@ class LifecycleTest(DaemonTest):
         self.assertEqual(again.stop(), 0)
 
 
+class StopWhileWaitingTest(DaemonTest):
+    """SIGTERM while save hooks wait: each hears how its change ended."""
+
+    @classmethod
+    def prepare_panel(cls):
+        super().prepare_panel()
+        # The mail directory is there before the daemon watches it.
+        cls.panel.write_domain("alice", "before.example", {})
+
+    @classmethod
+    def start_daemon(cls, name="relayd", **overrides):
+        # The daemon's Exim checks go through a script that holds them,
+        # bounded, while the hold file exists: an apply held halfway.
+        cls.hold = cls.work / "exim-checks.hold"
+        cls.held = cls.work / "exim-checks.held"
+        script = cls.work / "held-exim.sh"
+        script.write_text("#!/bin/sh\n"
+                          f"if [ -e '{cls.hold}' ]; then\n"
+                          f"  touch '{cls.held}'; n=0\n"
+                          f"  while [ -e '{cls.hold}' ] && [ $n -lt 600 ]\n"
+                          "  do\n"
+                          "    sleep 0.1; n=$((n + 1))\n"
+                          "  done\n"
+                          "fi\n"
+                          f"exec '{h.EXIM}' \"$@\"\n")
+        script.chmod(0o755)
+        return super().start_daemon(name, exim_binary=str(script),
+                                    **overrides)
+
+    def start_ctl(self, *args):
+        proc = subprocess.Popen(
+            [str(dh.relayctl_binary()), "--socket", str(self.daemon.socket),
+             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True)
+        self.addCleanup(proc.kill)  # nothing once it has exited
+        return proc
+
+    def wait_reconciles(self, count):
+        """Waits until the daemon has read count reconcile requests."""
+        def seen():
+            return sum("command=reconcile" in line for line in
+                       self.daemon.log_events("control.request")) >= count
+        h.wait_until(seen, WAIT, f"{count} reconcile requests")
+
+    def test_sigterm_answers_every_waiting_reconcile(self):
+        """verifies SIGTERM while two save hooks wait: the one of the apply
+        running hears it (exit 0); the one queued behind it hears that the
+        daemon is stopping and applies the change when it starts again
+        (exit 1, that one line), not a dropped connection (exit 2); the
+        next start applies it."""
+        self.hold.touch()
+        self.addCleanup(self.hold.unlink, missing_ok=True)
+        self.save("held.example", 3101)
+        h.wait_until(self.held.exists, WAIT, "the apply's Exim check")
+        self.assertEqual(self.daemon.status()["queued"], 0)
+        joined = self.start_ctl("reconcile", "--domain", "held.example",
+                                "--wait")
+        self.wait_reconciles(1)
+        # The watcher's thread hands it to the running apply at once; the
+        # next save must come after, or the request would wait for it.
+        time.sleep(0.5)
+        self.save("queued.example", 3102)
+        queued = self.start_ctl("reconcile", "--domain", "queued.example",
+                                "--wait")
+        self.wait_reconciles(2)
+
+        self.daemon.signal(signal.SIGTERM)
+        h.wait_until(lambda: self.daemon.log_events("daemon.stop"), WAIT,
+                     "the stop to begin")
+        self.hold.unlink()
+        out, err = joined.communicate(timeout=60)
+        self.assertEqual(joined.returncode, 0, out + err)
+        self.assertTrue(out.startswith("held.example: applied"), out)
+        out, err = queued.communicate(timeout=60)
+        self.assertEqual(queued.returncode, 1, out + err)
+        self.assertEqual(out, "")
+        self.assertEqual(err, "queued.example: not applied yet: "
+                         "havenoro-relayd is stopping; the change will be "
+                         "applied when it starts again\n")
+        self.assertEqual(self.daemon.stop(), 0, self.daemon.log_text())
+        self.assertFalse(self.daemon.socket.exists())
+        self.assertTrue(self.daemon.log_events("daemon.dropped"))
+        self.assertEqual(self.route_of("held.example"), "localhost:3101")
+        self.assertIsNone(self.credential("queued.example"))
+
+        again = self.start_daemon("again")
+        self.wait_route("queued.example", 3102)
+        self.assertEqual(again.stop(), 0)
+
+
 class SystemdTest(DaemonTest):
     """What systemd hears (sd_notify) and sees in the journal."""
 

@@ -1131,6 +1131,38 @@ class RelayFixedTest(EndToEnd):
                      f"held mail at the fixed relay{self.story(sent)}")
         self.assertRelayedAs(sent, fixed, "u", "Held-Secret-3Qa")
 
+    def test_a_fix_runs_the_queue_only_when_mail_waits(self):
+        """verifies that a relay change starts no queue run while Exim's
+        queue is empty (each would be an Exim process per save, reading
+        the whole configuration), and one for the sender once mail from
+        that domain waits in the queue."""
+        def sender_runs():
+            return [line for line in self.exim.log_lines()
+                    if "Start queue run" in line and "@idle.example" in line]
+        gone = self.start_relay("relay-gone3")
+        fixed = self.start_relay("relay-fixed3")
+        self.panel.write_user("alice")
+        self.panel.write_server_relay(None)
+        h.wait_until(lambda: self.exim.exim("-bpc").stdout.strip() == "0",
+                     30, "Exim's queue empty before the test")
+        for relay in (gone, fixed, gone):
+            self.panel.write_domain("alice", "idle.example", {
+                "smtp_relay": self.settings(relay, "u", "Idle-Secret-5Re")})
+            self.apply_ok()
+        time.sleep(1)
+        self.assertEqual(sender_runs(), [])
+
+        gone.stop()
+        sent = self.send("a@idle.example")
+        kind, line = self.exim.wait_delivery(sent.msgid)
+        self.assertEqual(kind, "==", line)
+        self.panel.write_domain("alice", "idle.example", {
+            "smtp_relay": self.settings(fixed, "u", "Idle-Secret-5Re")})
+        self.apply_ok()
+        h.wait_until(sender_runs, 20, "a queue run for idle.example's mail")
+        h.wait_until(lambda: self.arrivals(sent), 20,
+                     f"held mail at the fixed relay{self.story(sent)}")
+
     def test_F11_held_mail_goes_to_the_fixed_relay_at_next_queue_run(self):
         """verifies `exim -q` after the fix delivers to the new relay."""
         gone = self.start_relay("relay-gone")

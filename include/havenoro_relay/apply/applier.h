@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "havenoro_relay/apply/held_mail.h"
 #include "havenoro_relay/apply/live_files.h"
 #include "havenoro_relay/candidate/exim_check.h"
 #include "havenoro_relay/config/daemon_config.h"
@@ -195,6 +196,7 @@ class Applier {
   config::DaemonConfig config_;
   std::optional<gid_t> exim_gid_;  ///< of config_.exim_group, when known
   render::SnippetCache snippet_cache_;
+  HeldMailRetry held_mail_;
   /// From prepare(): the lookup check (domain "") and route checks.
   std::vector<candidate::StartedCheck> ready_;
   LiveFiles live_files_;  ///< what the last applies wrote or verified

@@ -21,11 +21,16 @@ namespace havenoro::daemon {
 /// An apply's outcome, shared by everyone who waited for it.
 using SharedOutcome = std::shared_ptr<const engine::ApplyOutcome>;
 
-/// Told when the apply that covered a request has finished.
+/// Told when the apply that covered a request has finished; told a null
+/// outcome when the loop stopped before an apply took the request (what
+/// is queued at a stop is dropped, for the next start's resync to find).
 using ApplyDone = std::function<void(const SharedOutcome&)>;
 
 /// Work for the applying thread that is not an apply (config-test).
 using EngineTask = std::function<void(engine::Engine&)>;
+
+/// Told instead of running a task when the loop stopped before it ran.
+using TaskDropped = std::function<void()>;
 
 /// What the loop tells the daemon after each apply and each failure to
 /// apply, on the applying thread.
@@ -80,9 +85,10 @@ class ApplyLoop {
   /// Starts the applying thread.
   void start();
 
-  /// Lets a running apply finish, drops what is still queued and joins
-  /// the thread. Requests still waiting are answered with an outcome whose
-  /// report says the daemon stopped.
+  /// Takes no more work, lets a running apply finish (its requests hear
+  /// it), joins the thread and drops what is still queued: its requests
+  /// hear a null outcome, its tasks are dropped. Work queued from then on
+  /// is dropped at once, the same way, so nothing waits for good.
   void stop();
 
   /// Notes changed panel paths.
@@ -104,8 +110,9 @@ class ApplyLoop {
   /// old engine stays and the observer hears why.
   void reconfigure(config::DaemonConfig config, ApplyDone done);
 
-  /// Runs `task` on the applying thread, between applies.
-  void run(EngineTask task);
+  /// Runs `task` on the applying thread, between applies; or calls
+  /// `dropped` (may be empty) instead, when the loop stops first.
+  void run(EngineTask task, TaskDropped dropped = {});
 
   /// The configuration of the engine in use, copied; any thread. Never
   /// waits for an apply: the engine's configuration does not change.
@@ -128,6 +135,11 @@ class ApplyLoop {
   std::optional<std::chrono::steady_clock::time_point> busy_since() const;
 
  private:
+  struct Task {
+    EngineTask run;
+    TaskDropped dropped;
+  };
+
   // Everything queued since the applying thread last looked.
   struct Batch {
     std::vector<std::filesystem::path> paths;
@@ -135,7 +147,7 @@ class ApplyLoop {
     bool resync = false;
     std::optional<config::DaemonConfig> config;
     std::vector<ApplyDone> waiters;
-    std::vector<EngineTask> tasks;
+    std::vector<Task> tasks;
 
     bool empty() const;
     size_t size() const;
@@ -158,6 +170,7 @@ class ApplyLoop {
   bool process(Batch& batch);  ///< true after a large apply
   void answer(std::vector<ApplyDone>& waiters,
               std::optional<engine::ApplyOutcome> outcome);
+  static size_t drop(Batch& batch);  ///< how many requests were told
   std::optional<engine::ApplyOutcome> apply(Batch& batch);
   void swap_engine(config::DaemonConfig config);
   std::shared_ptr<engine::Engine> current() const;
@@ -181,8 +194,8 @@ class ApplyLoop {
   std::thread thread_;
 };
 
-/// An outcome for requests that no apply will answer: the message says
-/// why (the daemon stopped, the tree could not be read).
+/// The outcome of an apply that could not run: the message says why (the
+/// tree could not be read).
 engine::ApplyOutcome failed_outcome(std::string message);
 
 }  // namespace havenoro::daemon

@@ -59,6 +59,18 @@ std::string encode_request(const Request& request);
 /// handler put in it.
 std::string encode_reply(const Reply& reply);
 
+/// The reply's line in three parts, the shared members (Reply::encoded)
+/// between the others and not copied: a session writes them one after
+/// another.
+struct EncodedReply {
+  std::string head;
+  EncodedMembers shared;  ///< may be null
+  std::string tail;
+};
+
+/// encode_reply(), in parts, the newline at the end of `tail`.
+EncodedReply encode_reply_parts(const Reply& reply);
+
 /// The members of `object` (a JSON object) encoded for Reply::encoded,
 /// members named `password` left out as in encode_reply().
 EncodedMembers encode_members(nlohmann::json object);

@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -40,12 +41,14 @@ class Daemon {
   Daemon& operator=(const Daemon&) = delete;
 
   /// Runs until SIGTERM or SIGINT; the apply running then is finished,
-  /// the socket removed. Returns the exit status.
+  /// every request still waiting answered, the socket removed. Returns
+  /// the exit status.
   int run();
 
  private:
   void start_control_threads();
   void stop_control_threads();
+  void end_hand_over();
   void wait_signal();
   void reload();
   void stop(const char* why);
@@ -84,6 +87,11 @@ class Daemon {
   std::unique_ptr<ControlServer> server_;
   std::unique_ptr<PanelWatcher> watcher_;
   std::unique_ptr<boost::asio::posix::stream_descriptor> watch_stream_;
+
+  // Whether reconciles still go through the watcher's thread (io_), which
+  // no longer runs once stopping.
+  std::mutex hand_over_mutex_;
+  bool hand_over_ = true;
 
   // The panel root's watch, lost and looked for again (watcher's thread).
   bool rescan_watches();

@@ -62,4 +62,10 @@ Reply reconcile_reply(const engine::ApplyOutcome& outcome,
                       const ReconcileTarget& target, EncodedMembers summary,
                       const std::optional<std::string>& server_error = {});
 
+/// The reply to a reconcile that waited for an apply that will not come:
+/// the daemon is stopping and dropped the request, and the next start's
+/// resync applies the change. An error, so that the save hook's client
+/// does not take the change for live.
+Reply stopping_reply(const ReconcileTarget& target);
+
 }  // namespace havenoro::daemon

@@ -139,9 +139,10 @@ class Engine {
   ApplyOutcome rescan(ResyncOptions options);
   Reread scan_changes();
   void rescan_changed(int users_fd, const std::string& user, Reread& into);
-  bool same_as_read(const std::string& user, const std::string& stem,
-                    const util::FileStamp& stamp,
-                    const std::vector<util::StampedName>& files) const;
+  static bool same_as_read(const panel::DomainEntry& entry,
+                           const std::string& stem,
+                           const util::FileStamp& stamp,
+                           const std::vector<util::StampedName>& files);
   void merge(Reread& r);
   static void merge_into(Reread& into, Reread&& from);
   void clear_pending();
@@ -170,7 +171,11 @@ class Engine {
   // may appear under two users, which is an error for both).
   std::map<std::string, panel::UserEntry> users_;
   std::map<std::string, model::DomainFiles> domains_;
-  std::map<std::string, std::set<std::string>> user_domains_;
+  /// Each user's domain files, pointing into domains_ (map nodes stay
+  /// where they are): a resync finds a listed file's stamp among its
+  /// user's few rather than among all domains.
+  std::map<std::string, std::map<std::string, const panel::DomainEntry*>>
+      user_domains_;
   panel::Parsed<std::optional<panel::RelaySettings>> server_;
   model::RelayModel model_;
 
