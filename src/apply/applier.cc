@@ -548,6 +548,56 @@ std::vector<candidate::ExpectedRoute> route_probes(
   return probes;
 }
 
+// The value of one "key: value" line of a credential file, or "".
+std::string_view file_value(std::string_view text, std::string_view key) {
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\n', at);
+    if (end == std::string_view::npos) end = text.size();
+    auto line = text.substr(at, end - at);
+    if (line.size() > key.size() && line.starts_with(key) &&
+        line[key.size()] == ':') {
+      return line.substr(key.size() + 1);
+    }
+    at = end + 1;
+  }
+  return {};
+}
+
+// The domains of a data-only apply whose routing cannot change: the only
+// change is their credential file, rewritten with the route and transport
+// Exim already reads from the live one (a new password, username or TLS
+// setting). The router reads nothing else, so a -bt probe would only
+// repeat what was checked when that route went live; the -be check still
+// reads the new file back.
+std::set<std::string> same_route(const OutputDir& out, const Changes& changes) {
+  std::map<std::string, size_t> paths;  // per domain
+  for (const auto& w : changes.writes) ++paths[domain_of_path(w.path)];
+  for (const auto& r : changes.removals) ++paths[domain_of_path(r)];
+  std::set<std::string> same;
+  for (const auto& w : changes.writes) {
+    if (!w.path.starts_with("domains/") ||
+        !w.path.ends_with("/smtp_relay.conf"))
+      continue;
+    auto name = domain_of_path(w.path);
+    if (paths[name] != 1) continue;
+    std::optional<std::string> live;
+    try {
+      live = out.read(w.path);
+    } catch (const std::system_error&) {
+      // A planted symlink: the write fails this domain later, and says so.
+    }
+    if (!live) continue;
+    bool routed_alike = true;
+    for (std::string_view key : {"route", "transport"}) {
+      auto now = file_value(w.text, key);
+      routed_alike =
+          routed_alike && !now.empty() && now == file_value(*live, key);
+    }
+    if (routed_alike) same.insert(name);
+  }
+  return same;
+}
+
 // How much lower the checks' Exim processes run than the rest of the
 // server: a check is the daemon's own background work, and on a busy
 // server the mail Exim delivers and the panel's status requests come
@@ -616,7 +666,7 @@ candidate::CheckResult check_data(const OutputDir& out,
                                   const fs::path& generation,
                                   const model::RelayModel& m,
                                   const Changes& changes,
-                                  const std::set<std::string>& names,
+                                  const std::set<std::string>& probed,
                                   std::vector<candidate::StartedCheck>& ready) {
   fs::path data = out.root() / kCheckDir;
   auto checker = make_checker(c);
@@ -627,7 +677,7 @@ candidate::CheckResult check_data(const OutputDir& out,
     if (!lookups) return checker.check_lookups(generation, data, relays);
     return checker.finish_lookups(std::move(*lookups), relays);
   });
-  auto probes = route_probes(m, names);
+  auto probes = route_probes(m, probed);
   bool server_changed =
       std::any_of(changes.writes.begin(), changes.writes.end(),
                   [](const auto& w) { return w.path == kDefaultFile; }) ||
@@ -909,11 +959,10 @@ void Applier::prepare(const std::set<std::string>& names) {
     if (live == 0) return;
     fs::path generation = config_.output_dir / gen_dir(live);
     fs::path data = out.root() / kCheckDir;
+    // Only the lookup check, which every save needs: whether a save needs
+    // a route probe is known once its file is rendered (same_route).
     auto checker = make_checker(config_);
     ready_.push_back(checker.start_lookups(generation, data));
-    for (const auto& name : names) {
-      ready_.push_back(checker.start_route(generation, data, name));
-    }
   } catch (const std::exception&) {
     ready_.clear();  // the apply starts its own, and says what failed
   }
@@ -1122,13 +1171,17 @@ ApplyReport Applier::run(const model::RelayModel& model,
     }
   }
   auto names = changed_names(changes);
+  auto probed = names;
+  if (candidate == live) {
+    for (const auto& name : same_route(out, changes)) probed.erase(name);
+  }
   stage_candidate(out, changes, names, report);
   Staged staged = staged_of(out, changes);
   std::future<void> durable;
   if (!dry_run) durable = out.make_durable_async(staged.paths);
   auto data_check =
       check_data(out, config_, config_.output_dir / gen_dir(candidate), model,
-                 changes, names, ready_);
+                 changes, probed, ready_);
   if (!data_check.ok || dry_run) {
     if (durable.valid()) durable.wait();
     clear_check(out);

@@ -656,6 +656,60 @@ TEST_F(EngineTest, FailedWriteFailsOnlyItsDomain) {
   EXPECT_TRUE(fs::is_empty(outside));
 }
 
+// Verifies which Exim checks a save gets: a new password is read back by
+// Exim (-be) without a routing probe, since the router reads only the
+// route and transport lines, which stay; a new port is probed (-bt) as
+// well; and a live file whose route line was changed behind the daemon's
+// back is probed although the panel moved nothing.
+TEST_F(EngineTest, OnlyASaveThatMayRouteElsewhereIsProbed) {
+  fs::path calls = tmp_.path() / "exim-calls";
+  fs::path wrapper = tmp_.path() / "exim-wrapper";
+  write_text(wrapper, "#!/bin/sh\necho \"$@\" >> " + calls.string() +
+                          "\nexec /usr/sbin/exim4 \"$@\"\n");
+  fs::permissions(wrapper, fs::perms(0755));
+  config_.exim_binary = wrapper;
+  relay_domain("alice", "a.example");
+  Engine engine(config_);
+  ASSERT_TRUE(engine.resync().report.ok());
+  auto modes = [&] {
+    std::string text = read_text(calls);
+    fs::remove(calls);
+    std::string seen;
+    for (const char* mode : {"-be", "-bt"}) {
+      if (text.find(std::string(" ") + mode) != std::string::npos) {
+        seen += seen.empty() ? mode : std::string(" ") + mode;
+      }
+    }
+    return seen;
+  };
+  modes();
+  auto save = [&](const std::string& password, int port) {
+    auto file = domain_file("alice", "a.example");
+    write_text(file, R"({"domain":"a.example","smtp_relay":{"enabled":true,)"
+                     R"("host":"192.0.2.25","port":)" +
+                         std::to_string(port) +
+                         R"(,"username":"u","password":")" + password +
+                         R"("}})");
+    engine.note_path(file);
+    auto outcome = engine.apply_pending();
+    EXPECT_TRUE(outcome.report.ok())
+        << ::testing::PrintToString(outcome.report.errors);
+    EXPECT_EQ(outcome.report.written,
+              std::vector<std::string>{"domains/a.example/smtp_relay.conf"});
+  };
+  save("Rotated-Secret-1", 587);
+  EXPECT_EQ(modes(), "-be");
+  save("Rotated-Secret-1", 2525);
+  EXPECT_EQ(modes(), "-be -bt");
+  std::string live = read_text(credential("a.example"));
+  auto at = live.find(":2525");
+  ASSERT_NE(at, std::string::npos);
+  live.replace(at, 5, ":2526");
+  write_text(credential("a.example"), live);
+  save("Rotated-Secret-2", 2525);
+  EXPECT_EQ(modes(), "-be -bt");
+}
+
 // Verifies that keep_generations bounds the generations on disk after more
 // snippet changes than that, keeping the live one and the newest, and that
 // a pinned generation is kept however old it gets: the live one after a
