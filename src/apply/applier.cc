@@ -1289,20 +1289,35 @@ void Applier::release_pin() {
   out.remove_all(kPinFile);
 }
 
-LiveRoute Applier::live_route(const std::string& name) const {
-  OutputDir out = output_dir();
+namespace {
+
+LiveRoute route_in(const OutputDir& out, const std::string& name) {
   try {
     if (out.exists(suspended_marker(name))) return {"suspended", ""};
     if (auto text = out.read(credential_file(name))) {
-      std::istringstream lines(*text);
-      for (std::string line; std::getline(lines, line);) {
-        if (line.starts_with("route: ")) return {"relay", line.substr(7)};
-      }
+      auto route = file_value(*text, "route");
+      if (route.starts_with(' ')) route.remove_prefix(1);
+      if (!route.empty()) return {"relay", std::string(route)};
     }
   } catch (const std::system_error&) {
     // A planted symlink is not followed; what it hides is not a route.
   }
   return {"default", ""};
+}
+
+}  // namespace
+
+LiveRoute Applier::live_route(const std::string& name) const {
+  return route_in(output_dir(), name);
+}
+
+std::map<std::string, LiveRoute> Applier::live_routes(
+    const std::vector<std::string>& names) const {
+  std::map<std::string, LiveRoute> routes;
+  if (names.empty()) return routes;
+  OutputDir out = output_dir();
+  for (const auto& name : names) routes.emplace(name, route_in(out, name));
+  return routes;
 }
 
 std::vector<unsigned long> Applier::kept_generations() const {

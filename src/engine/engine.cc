@@ -596,6 +596,7 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   for (const auto& [path, error] : outcome.report.path_errors) {
     failed[apply::domain_of_path(path)].push_back(error);
   }
+  note_kept_live(names, scope.changed);
   for (const auto& name : names) {
     outcome.domains.push_back(
         outcome_of(name, outcome.report, touched, failed));
@@ -627,6 +628,48 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
   return outcome;
 }
 
+// A rejected domain keeps what it has live; which that is, is read from
+// the live files once, when the domain is rejected (its file changed, or
+// the first apply), rather than for every rejected domain at every resync.
+void Engine::note_kept_live(
+    const std::set<std::string>& names,
+    const std::optional<std::set<std::string>>& changed) {
+  std::vector<std::string> look;
+  for (const auto& name : names) {
+    auto it = model_.rejected.find(name);
+    if (it == model_.rejected.end() || !it->second.front().keep_live) {
+      kept_live_.erase(name);
+    } else if (!kept_live_.count(name) || !changed || changed->count(name)) {
+      look.push_back(name);
+    }
+  }
+  for (const auto& [name, live] : applier_.live_routes(look)) {
+    if (live.route == "relay") {
+      kept_live_[name] = fmt::format(
+          " (the relay last applied for it, {}, stays live)", live.relay);
+    } else if (live.route == "suspended") {
+      kept_live_[name] = " (it stays suspended, as last applied)";
+    } else {
+      kept_live_[name] =
+          " (nothing was applied for it before: its mail takes the "
+          "server-wide route)";
+    }
+  }
+}
+
+// The one line of a rejected domain: each problem, and what stays live.
+std::string Engine::rejection_text(const std::string& name) const {
+  auto it = model_.rejected.find(name);
+  if (it == model_.rejected.end()) return "";
+  std::vector<std::string> texts;
+  for (const auto& p : it->second) texts.push_back(p.text());
+  std::string text = fmt::format("{}", fmt::join(texts, "; "));
+  if (auto kept = kept_live_.find(name); kept != kept_live_.end()) {
+    text += kept->second;
+  }
+  return text;
+}
+
 // A failed write of one file (a planted symlink) fails that file's domain
 // only: the other domains' files went live, and their reconcile says so.
 DomainOutcome Engine::outcome_of(
@@ -638,13 +681,8 @@ DomainOutcome Engine::outcome_of(
     o.route = model::route_name(it->second.route);
   }
   if (auto it = model_.rejected.find(name); it != model_.rejected.end()) {
-    std::vector<std::string> texts;
-    for (const auto& p : it->second) texts.push_back(p.text());
     o.result = "rejected";
-    o.message = fmt::format("{}", fmt::join(texts, "; "));
-    if (it->second.front().keep_live) {
-      o.message += " (the last applied settings stay live)";
-    }
+    o.message = rejection_text(name);
     return o;
   }
   if (report.failed_whole()) {
@@ -686,12 +724,7 @@ bool Engine::record_errors(const std::set<std::string>& names, bool server) {
     if (it == model_.rejected.end()) {
       note(name, std::nullopt);
     } else {
-      std::vector<std::string> texts;
-      for (const auto& p : it->second) texts.push_back(p.text());
-      note(name, fmt::format("{}{}", fmt::join(texts, "; "),
-                             it->second.front().keep_live
-                                 ? " (the last applied settings stay live)"
-                                 : ""));
+      note(name, rejection_text(name));
     }
   }
   if (server) {
@@ -956,8 +989,10 @@ json Engine::domain_json(const std::string& name) const {
   }
   if (auto it = model_.rejected.find(name);
       it != model_.rejected.end() && it->second.front().keep_live) {
-    d["reason"] = "settings rejected; what was last applied stays live";
     d["live"] = live_route(name);
+    d["reason"] = d["live"]["route"] == "default"
+                      ? "settings rejected; nothing was applied for it before"
+                      : "settings rejected; what was last applied stays live";
   }
   if (auto it = errors_.find(name); it != errors_.end()) {
     d["last_error"] = {{"error", it->second.first},

@@ -135,11 +135,43 @@ TEST_F(EngineTest, BrokenFileKeepsTheLastAppliedRelay) {
   auto d = engine.domain("a.example");
   EXPECT_FALSE(d["last_error"].is_null());
   // What is still live is said, with the relay Exim uses, no secret.
-  EXPECT_NE(d["last_error"]["error"].get<std::string>().find("stay live"),
-            std::string::npos);
+  EXPECT_NE(d["last_error"]["error"].get<std::string>().find(
+                "(the relay last applied for it, 192.0.2.25:587, stays live)"),
+            std::string::npos)
+      << d["last_error"];
   EXPECT_EQ(d["live"]["route"], "relay");
   EXPECT_EQ(d["live"]["relay"], "192.0.2.25:587");
   EXPECT_EQ(d.dump().find(kPassword), std::string::npos);
+}
+
+// Verifies that a domain rejected before anything was applied for it is
+// not told that its last applied settings stay live: nothing was, and
+// its mail takes the server-wide route; domain-get says the same.
+TEST_F(EngineTest, ANewDomainRejectedHasNothingLive) {
+  relay_domain("alice", "a.example");
+  Engine engine(config_);
+  engine.resync();
+  engine.note_path(relay_domain("alice", "new.example", 70000));
+  auto outcome = engine.apply_pending();
+  ASSERT_EQ(outcome.domains.size(), 1u);
+  EXPECT_EQ(outcome.domains[0].result, "rejected");
+  EXPECT_NE(outcome.domains[0].message.find(
+                "(nothing was applied for it before: its mail takes the "
+                "server-wide route)"),
+            std::string::npos)
+      << outcome.domains[0].message;
+  EXPECT_EQ(outcome.domains[0].message.find("stay"), std::string::npos);
+  auto d = engine.domain("new.example");
+  EXPECT_EQ(d["reason"],
+            "settings rejected; nothing was applied for it before");
+  EXPECT_EQ(d["live"]["route"], "default");
+  // A resync with nothing changed says the same, without looking again.
+  auto again = engine.resync();
+  for (const auto& o : again.domains) {
+    if (o.domain == "new.example") {
+      EXPECT_EQ(o.message, outcome.domains[0].message);
+    }
+  }
 }
 
 // Verifies that a deleted domain's relay is removed.

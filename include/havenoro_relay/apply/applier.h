@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -170,6 +171,9 @@ class Applier {
   /// now (what a rejected save leaves in force). Reads only the route
   /// line, never the credentials; symlinks are refused as anywhere.
   LiveRoute live_route(const std::string& name) const;
+  /// live_route() of several domains, through one directory handle.
+  std::map<std::string, LiveRoute> live_routes(
+      const std::vector<std::string>& names) const;
 
   /// The generations kept on disk, oldest first, and the live one.
   std::vector<unsigned long> kept_generations() const;

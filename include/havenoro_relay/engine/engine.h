@@ -155,6 +155,9 @@ class Engine {
       const std::set<std::string>& touched,
       const std::map<std::string, std::vector<std::string>>& failed) const;
   bool record_errors(const std::set<std::string>& names, bool server);
+  void note_kept_live(const std::set<std::string>& names,
+                      const std::optional<std::set<std::string>>& changed);
+  std::string rejection_text(const std::string& name) const;
   nlohmann::json domain_json(const std::string& name) const;
   nlohmann::json live_route(const std::string& name) const;
   void note_exim(const ApplyOutcome& outcome);
@@ -192,6 +195,9 @@ class Engine {
   // in the output directory too, so that a restart or a SIGHUP keeps the
   // times. Only the applying thread changes it, under mutex_.
   std::map<std::string, std::pair<std::string, Clock::time_point>> errors_;
+  /// What stays live for each rejected domain, said after its rejection:
+  /// looked up in the live files when it is rejected, not at every resync.
+  std::map<std::string, std::string> kept_live_;
 
   std::optional<ApplyOutcome> last_apply_;
   nlohmann::json last_exim_;  ///< Exim's state as last confirmed
