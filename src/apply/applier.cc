@@ -697,17 +697,21 @@ candidate::CheckResult check_data(const OutputDir& out,
   return run_checks(std::move(checks));
 }
 
-// The sender domains whose relay an apply changed, and whether the
-// server-wide relay (which any sender may take) changed.
+// The sender domains whose route an apply changed (a relay written or
+// removed, a suspension made or lifted), and whether the server-wide
+// relay, which any sender may take, changed.
 std::pair<std::set<std::string>, bool> changed_senders(const Changes& changes) {
   std::set<std::string> senders;
   bool everything = false;
-  for (const auto& write : changes.writes) {
-    if (write.path == kDefaultFile) everything = true;
-    if (write.path.starts_with("domains/")) {
-      senders.insert(domain_of_path(write.path));
+  auto note = [&](const std::string& path) {
+    if (path == kDefaultFile || path == "default") everything = true;
+    if (path.starts_with("domains/") || path.starts_with("suspended/")) {
+      senders.insert(domain_of_path(path));
     }
-  }
+  };
+  for (const auto& write : changes.writes) note(write.path);
+  for (const auto& path : changes.removals) note(path);
+  senders.erase("");
   return {std::move(senders), everything};
 }
 

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "havenoro_relay/util/fd.h"
+#include "havenoro_relay/util/file_stamp.h"
 #include "havenoro_relay/util/process.h"
 
 namespace havenoro::apply {
@@ -55,8 +56,12 @@ Found scan(int parent, const char* name, bool descend) {
 }  // namespace
 
 bool queue_may_hold_mail(const fs::path& spool_dir) {
-  std::string input = (spool_dir / "input").string();
-  return scan(AT_FDCWD, input.c_str(), true) != Found::kNothing;
+  // Without its spool directory there is no telling where Exim keeps its
+  // queue now; an input directory not made yet means no message ever.
+  util::UniqueFd spool(
+      ::open(spool_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!spool.valid()) return true;
+  return scan(spool.get(), "input", true) != Found::kNothing;
 }
 
 std::optional<fs::path> exim_spool_directory(const config::DaemonConfig& c) {
@@ -80,10 +85,12 @@ HeldMailRetry::HeldMailRetry(config::DaemonConfig config)
     : config_(std::move(config)) {}
 
 bool HeldMailRetry::queue_may_hold_mail() {
-  // Looked up once: the spool directory is a setting of Exim's main
-  // section, which a change of the panel's settings does not touch.
-  if (!looked_up_) {
+  // Looked up again only when Exim's configuration file changed: the
+  // spool directory is a setting of its main section.
+  auto stamp = util::stamp_at(AT_FDCWD, config_.exim_config.c_str());
+  if (!looked_up_ || stamp != config_stamp_) {
     looked_up_ = true;
+    config_stamp_ = stamp;
     spool_ = exim_spool_directory(config_);
   }
   return !spool_ || apply::queue_may_hold_mail(*spool_);

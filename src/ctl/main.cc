@@ -61,6 +61,9 @@ int finish(const daemon::Reply& reply, const Options& o, const View& view) {
     std::cout << shown(reply, view);
   }
   if (!ok && !o.json) std::cerr << reply.text << "\n";
+  // A stopping daemon applies the change at its next start, as one that
+  // could not be reached does once it runs: the same status for the panel.
+  if (reply.result == daemon::Result::kStopping) return kUnreachable;
   return ok ? 0 : 1;
 }
 

@@ -124,19 +124,19 @@ void ApplyLoop::start() {
 }
 
 void ApplyLoop::stop() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
+  begin_stop();
   if (thread_.joinable()) thread_.join();
+}
 
+void ApplyLoop::begin_stop() {
   Batch left;
   {
     std::lock_guard lock(mutex_);
+    stopping_ = true;
     left = std::move(queued_);
     queued_ = Batch{};
   }
+  wake_.notify_all();
   if (left.size() == 0) return;
   spdlog::info(LogEvent("daemon.dropped")
                    .add("queued", left.size())
@@ -279,7 +279,7 @@ ApplyLoop::Batch ApplyLoop::take_batch() {
     if (SteadyClock::now() >= at) break;
     wake_.wait_until(lock, at);
   }
-  if (stopping_) return Batch{};  // stop() drops what is queued
+  if (stopping_) return Batch{};  // begin_stop() dropped what was queued
   Batch batch = std::move(queued_);
   queued_ = Batch{};
   if (!batch.empty()) busy_since_ = std::chrono::steady_clock::now();

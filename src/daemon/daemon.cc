@@ -113,13 +113,15 @@ int Daemon::run() {
   schedule_delivery_poll();
   io_.run();
   // Stopping, in an order that lets every waiting request hear how it
-  // ended. The apply running now finishes (an apply is never cut in
-  // half) and answers its requests; what is still queued is dropped, to
-  // be found again by the next start's resync, and its requests hear
-  // that. Each reply is posted to its connection's lane before the close
-  // is, so the lane writes it first.
-  loop_->stop();
+  // ended, and soon. What is still queued is dropped, to be found again
+  // by the next start's resync, and its requests hear that at once, as
+  // do those that come from now on; the apply running now finishes (an
+  // apply is never cut in half) and answers its own. Each reply is posted
+  // to its connection's lane before the close is, so the lane writes it
+  // first.
+  loop_->begin_stop();
   end_hand_over();
+  loop_->stop();
   server_->close().wait_for(kCloseWait);
   stop_control_threads();
   spdlog::info(LogEvent("daemon.stopped").str());

@@ -262,7 +262,7 @@ Reply reconcile_reply(const ApplyOutcome& outcome,
 }
 
 Reply stopping_reply(const ReconcileTarget& target) {
-  return make_reply(Result::kError,
+  return make_reply(Result::kStopping,
                     target.describe() +
                         ": not applied yet: havenoro-relayd is stopping; "
                         "the change will be applied when it starts again");

@@ -31,6 +31,15 @@ Pipe make_pipe() {
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
+// A child gets its three standard streams and nothing else: a descriptor
+// some library opened without O_CLOEXEC (Boost.Asio's listening and
+// accepted sockets) would keep the control socket alive in a queue run or
+// an Exim daemon after this process is gone, and a new daemon would take
+// it for a running one.
+void close_inherited(posix_spawn_file_actions_t* actions) {
+  posix_spawn_file_actions_addclosefrom_np(actions, 3);
+}
+
 pid_t spawn(const std::vector<std::string>& argv, Pipe& in, Pipe& out,
             Pipe& err) {
   posix_spawn_file_actions_t actions;
@@ -38,6 +47,7 @@ pid_t spawn(const std::vector<std::string>& argv, Pipe& in, Pipe& out,
   posix_spawn_file_actions_adddup2(&actions, in.read.get(), 0);
   posix_spawn_file_actions_adddup2(&actions, out.write.get(), 1);
   posix_spawn_file_actions_adddup2(&actions, err.write.get(), 2);
+  close_inherited(&actions);
 
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -180,6 +190,7 @@ pid_t spawn_detached(const std::vector<std::string>& argv, int nice) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  close_inherited(&actions);
   posix_spawnattr_t attributes;
   posix_spawnattr_init(&attributes);
   posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSID);

@@ -600,8 +600,10 @@ class StopWhileWaitingTest(DaemonTest):
         """verifies SIGTERM while two save hooks wait: the one of the apply
         running hears it (exit 0); the one queued behind it hears that the
         daemon is stopping and applies the change when it starts again
-        (exit 1, that one line), not a dropped connection (exit 2); the
-        next start applies it."""
+        (that one line, exit 2 as for a daemon that cannot be reached: the
+        settings were not rejected), not a dropped connection; a request
+        that comes while the last apply still runs hears the same at once;
+        the next start applies both."""
         self.hold.touch()
         self.addCleanup(self.hold.unlink, missing_ok=True)
         self.save("held.example", 3101)
@@ -621,12 +623,20 @@ class StopWhileWaitingTest(DaemonTest):
         self.daemon.signal(signal.SIGTERM)
         h.wait_until(lambda: self.daemon.log_events("daemon.stop"), WAIT,
                      "the stop to begin")
+        self.save("late.example", 3103)
+        late = self.start_ctl("reconcile", "--domain", "late.example",
+                              "--wait")
+        out, err = late.communicate(timeout=10)
+        self.assertTrue(self.hold.exists(), "the last apply ended first")
+        self.assertEqual(late.returncode, 2, out + err)
+        self.assertIn("late.example: not applied yet: havenoro-relayd is "
+                      "stopping", err)
         self.hold.unlink()
         out, err = joined.communicate(timeout=60)
         self.assertEqual(joined.returncode, 0, out + err)
         self.assertTrue(out.startswith("held.example: applied"), out)
         out, err = queued.communicate(timeout=60)
-        self.assertEqual(queued.returncode, 1, out + err)
+        self.assertEqual(queued.returncode, 2, out + err)
         self.assertEqual(out, "")
         self.assertEqual(err, "queued.example: not applied yet: "
                          "havenoro-relayd is stopping; the change will be "
@@ -639,6 +649,7 @@ class StopWhileWaitingTest(DaemonTest):
 
         again = self.start_daemon("again")
         self.wait_route("queued.example", 3102)
+        self.wait_route("late.example", 3103)
         self.assertEqual(again.stop(), 0)
 
 

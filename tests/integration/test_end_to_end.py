@@ -1163,6 +1163,45 @@ class RelayFixedTest(EndToEnd):
         h.wait_until(lambda: self.arrivals(sent), 20,
                      f"held mail at the fixed relay{self.story(sent)}")
 
+    def hold_mail(self, user, domain):
+        """A message from `domain` deferred at its relay, now gone."""
+        gone = self.start_relay(f"relay-gone-{domain.split('.')[0]}")
+        self.panel.write_user(user)
+        self.panel.write_domain(user, domain, {
+            "smtp_relay": self.settings(gone, "u", "Gone-Secret-8Pw")})
+        self.apply_ok()
+        gone.stop()
+        sent = self.send(f"a@{domain}")
+        kind, line = self.exim.wait_delivery(sent.msgid)
+        self.assertEqual(kind, "==", line)
+        return sent
+
+    def test_b_held_mail_leaves_when_its_relay_is_removed(self):
+        """verifies that removing a domain's broken relay sends its held
+        mail at once by the server-wide relay it now takes, not at the next
+        queue run an hour away."""
+        server = self.start_relay("relay-server-b")
+        self.panel.write_server_relay(
+            self.settings(server, "srv", "Srv-Secret-8Qx"))
+        self.addCleanup(self.panel.write_server_relay, None)
+        sent = self.hold_mail("alice", "dropped.example")
+        self.panel.write_domain("alice", "dropped.example", {})
+        self.apply_ok()
+        h.wait_until(lambda: self.arrivals(sent), 20,
+                     f"held mail at the server-wide relay{self.story(sent)}")
+        self.assertRelayedAs(sent, server, "srv", "Srv-Secret-8Qx")
+
+    def test_c_held_mail_leaves_when_its_user_is_suspended(self):
+        """verifies that suspending the user of a domain whose relay is down
+        sends its held mail at once the way a suspended domain's mail goes
+        (directly, here to the MX sink), not at the next queue run."""
+        sent = self.hold_mail("carol", "paused.example")
+        self.panel.write_user("carol", suspended=True)
+        self.apply_ok()
+        h.wait_until(lambda: self.arrivals(sent), 20,
+                     f"held mail at the MX sink{self.story(sent)}")
+        self.assertArrivedOnlyAt(sent, self.sink)
+
     def test_F11_held_mail_goes_to_the_fixed_relay_at_next_queue_run(self):
         """verifies `exim -q` after the fix delivers to the new relay."""
         gone = self.start_relay("relay-gone")

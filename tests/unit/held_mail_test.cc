@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include "test_dir.h"
 
 namespace havenoro::apply {
@@ -10,12 +13,20 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TestDir;
 using testing::write_text;
+using namespace std::chrono_literals;
 
 const fs::path kSource = HAVENORO_SOURCE_DIR;
 
 TEST(QueueMayHoldMailTest, NoInputDirectoryIsAnEmptyQueue) {
   TestDir spool;
   EXPECT_FALSE(queue_may_hold_mail(spool.path()));
+}
+
+// Verifies that a spool directory that is not there (moved to another
+// disk, say) is no proof of an empty queue.
+TEST(QueueMayHoldMailTest, AMissingSpoolDirectoryCountsAsMail) {
+  TestDir dir;
+  EXPECT_TRUE(queue_may_hold_mail(dir.path() / "gone"));
 }
 
 TEST(QueueMayHoldMailTest, OnlyHeaderFilesCountAsMail) {
@@ -47,8 +58,26 @@ TEST(QueueMayHoldMailTest, WhatCannotBeLookedThroughCountsAsMail) {
   EXPECT_TRUE(queue_may_hold_mail(spool.path()));
 }
 
+// Whether a process runs with `text` in its command line.
+bool running_with(const std::string& text) {
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    std::string cmdline = testing::read_text(entry.path() / "cmdline");
+    if (cmdline.find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
 class EximSpoolTest : public ::testing::Test {
  protected:
+  // The queue runs a test started write into its spool: they end before
+  // the directory is removed.
+  void TearDown() override {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (running_with(dir_.path().string()) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+  }
   config::DaemonConfig config(const std::string& extra) {
     config::DaemonConfig c;
     c.exim_config = dir_.path() / "exim.conf";
@@ -76,6 +105,22 @@ TEST_F(EximSpoolTest, TakesTheExpandedSpoolDirectory) {
 
 TEST_F(EximSpoolTest, AConfigurationEximRefusesGivesNothing) {
   EXPECT_FALSE(exim_spool_directory(config("no_such_option = 1")));
+}
+
+// Verifies that the spool directory is looked up again once Exim's
+// configuration changes: a spool moved to a bigger disk is where queued
+// mail is looked for from then on.
+TEST_F(EximSpoolTest, AMovedSpoolIsFollowed) {
+  fs::path empty = dir_.path() / "spool-a";
+  fs::path full = dir_.path() / "spool-b";
+  fs::create_directories(empty / "input");
+  write_text(full / "input/1tXyZa-000123-AB-H", "x");
+  HeldMailRetry retry(config("spool_directory = " + empty.string()));
+  EXPECT_EQ(retry.retry({"a.example"}, false), 0);
+  config("spool_directory = " + full.string() + "\n# moved");
+  EXPECT_EQ(retry.retry({"a.example"}, false), 1);
+  EXPECT_EQ(retry.retry({}, true), 1);
+  EXPECT_EQ(retry.retry({}, false), 0);
 }
 
 }  // namespace

@@ -6,13 +6,15 @@
 #include <string>
 
 #include "havenoro_relay/config/daemon_config.h"
+#include "havenoro_relay/util/file_stamp.h"
 
 namespace havenoro::apply {
 
 /// Whether the Exim queue whose spool is `spool_dir` may hold a message:
 /// false only when its input directory (and, with split_spool_directory,
 /// each of its one-letter subdirectories) holds no message header file,
-/// or does not exist yet. Anything it cannot read counts as mail.
+/// or does not exist yet in the spool directory. Anything it cannot read,
+/// the spool directory itself among them, counts as mail.
 bool queue_may_hold_mail(const std::filesystem::path& spool_dir);
 
 /// Reads `spool_directory` from the configuration with `exim -bP`, as
@@ -44,6 +46,7 @@ class HeldMailRetry {
 
   config::DaemonConfig config_;
   bool looked_up_ = false;
+  std::optional<util::FileStamp> config_stamp_;  ///< when looked up
   std::optional<std::filesystem::path> spool_;
 };
 

@@ -90,6 +90,10 @@ class ApplyLoop {
   /// hear a null outcome, its tasks are dropped. Work queued from then on
   /// is dropped at once, the same way, so nothing waits for good.
   void stop();
+  /// The first half of stop(), which returns at once: takes no more work
+  /// and drops what is queued (its requests hear a null outcome), while
+  /// a running apply goes on. stop() then joins it.
+  void begin_stop();
 
   /// Notes changed panel paths.
   void note_paths(std::vector<std::filesystem::path> paths);

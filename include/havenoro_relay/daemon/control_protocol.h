@@ -16,6 +16,9 @@ enum class Result : int {
   kUnknownCommand = 2,  ///< no command of that name
   kNotFound = 3,        ///< the thing asked about does not exist
   kBadRequest = 4,      ///< not JSON, bad arguments, too long
+  /// Not done now, and done later without being asked again: the daemon
+  /// is stopping, and its next start reads the panel tree.
+  kStopping = 5,
 };
 
 /// Members of a reply's `arguments` serialized ahead of time, without the
