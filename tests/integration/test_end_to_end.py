@@ -1109,21 +1109,26 @@ class RelayFixedTest(EndToEnd):
     def setUpClass(cls):
         cls.start_parts()
 
+    def hold_mail(self, user, domain):
+        """A message from `domain` deferred at its relay, now gone."""
+        gone = self.start_relay(f"relay-gone-{domain.split('.')[0]}")
+        self.panel.write_user(user)
+        self.panel.write_domain(user, domain, {
+            "smtp_relay": self.settings(gone, "u", "Gone-Secret-8Pw")})
+        self.apply_ok()
+        gone.stop()
+        sent = self.send(f"a@{domain}")
+        kind, line = self.exim.wait_delivery(sent.msgid)
+        self.assertEqual(kind, "==", line)
+        return sent
+
     def test_F11_held_mail_goes_to_the_fixed_relay_without_a_queue_run(self):
         """verifies that fixing a domain's relay sends its held mail to the
         new relay at once: the apply starts a forced run for that sender,
         nobody has to run the queue by hand."""
-        gone = self.start_relay("relay-gone2")
-        fixed = self.start_relay("relay-fixed2")
-        self.panel.write_user("alice")
         self.panel.write_server_relay(None)
-        self.panel.write_domain("alice", "held.example", {
-            "smtp_relay": self.settings(gone, "u", "Held-Secret-3Qa")})
-        self.apply_ok()
-        gone.stop()
-        sent = self.send("a@held.example")
-        kind, line = self.exim.wait_delivery(sent.msgid)
-        self.assertEqual(kind, "==", line)
+        sent = self.hold_mail("alice", "held.example")
+        fixed = self.start_relay("relay-fixed2")
         self.panel.write_domain("alice", "held.example", {
             "smtp_relay": self.settings(fixed, "u", "Held-Secret-3Qa")})
         self.apply_ok()
@@ -1139,42 +1144,27 @@ class RelayFixedTest(EndToEnd):
         def sender_runs():
             return [line for line in self.exim.log_lines()
                     if "Start queue run" in line and "@idle.example" in line]
-        gone = self.start_relay("relay-gone3")
-        fixed = self.start_relay("relay-fixed3")
+        one = self.start_relay("relay-one3")
+        two = self.start_relay("relay-two3")
         self.panel.write_user("alice")
         self.panel.write_server_relay(None)
         h.wait_until(lambda: self.exim.exim("-bpc").stdout.strip() == "0",
                      30, "Exim's queue empty before the test")
-        for relay in (gone, fixed, gone):
+        for relay in (one, two, one):
             self.panel.write_domain("alice", "idle.example", {
                 "smtp_relay": self.settings(relay, "u", "Idle-Secret-5Re")})
             self.apply_ok()
         time.sleep(1)
         self.assertEqual(sender_runs(), [])
 
-        gone.stop()
-        sent = self.send("a@idle.example")
-        kind, line = self.exim.wait_delivery(sent.msgid)
-        self.assertEqual(kind, "==", line)
+        sent = self.hold_mail("alice", "idle.example")
         self.panel.write_domain("alice", "idle.example", {
-            "smtp_relay": self.settings(fixed, "u", "Idle-Secret-5Re")})
+            "smtp_relay": self.settings(two, "u", "Idle-Secret-5Re")})
         self.apply_ok()
         h.wait_until(sender_runs, 20, "a queue run for idle.example's mail")
         h.wait_until(lambda: self.arrivals(sent), 20,
                      f"held mail at the fixed relay{self.story(sent)}")
-
-    def hold_mail(self, user, domain):
-        """A message from `domain` deferred at its relay, now gone."""
-        gone = self.start_relay(f"relay-gone-{domain.split('.')[0]}")
-        self.panel.write_user(user)
-        self.panel.write_domain(user, domain, {
-            "smtp_relay": self.settings(gone, "u", "Gone-Secret-8Pw")})
-        self.apply_ok()
-        gone.stop()
-        sent = self.send(f"a@{domain}")
-        kind, line = self.exim.wait_delivery(sent.msgid)
-        self.assertEqual(kind, "==", line)
-        return sent
+        self.assertRelayedAs(sent, two, "u", "Idle-Secret-5Re")
 
     def test_b_held_mail_leaves_when_its_relay_is_removed(self):
         """verifies that removing a domain's broken relay sends its held
