@@ -65,9 +65,9 @@ ProcessResult run_process(const std::vector<std::string>& argv,
                           std::chrono::milliseconds timeout);
 
 /// Starts argv[0] with argv in its own session, its standard streams on
-/// /dev/null and no other descriptor, and does not wait for it: for work that may take long and
-/// must not hold up the caller, such as an Exim queue run. A thread of
-/// its own reaps it. Returns its pid, or -1 when argv[0] could not be
+/// /dev/null and no other descriptor, and does not wait for it: for work that
+/// may take long and must not hold up the caller, such as an Exim queue run. A
+/// thread of its own reaps it. Returns its pid, or -1 when argv[0] could not be
 /// started. `nice` is its nice value (the daemon runs at 0). Throws
 /// std::system_error when no process can be made.
 pid_t spawn_detached(const std::vector<std::string>& argv, int nice = 0);
