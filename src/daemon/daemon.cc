@@ -7,6 +7,7 @@
 
 #include "havenoro_relay/daemon/control_commands.h"
 #include "havenoro_relay/daemon/log_event.h"
+#include "havenoro_relay/daemon/relay_test.h"
 
 namespace havenoro::daemon {
 namespace {
@@ -121,6 +122,7 @@ int Daemon::run() {
   // first.
   loop_->begin_stop();
   end_hand_over();
+  answer_running_relay_tests();
   loop_->stop();
   server_->close().wait_for(kCloseWait);
   stop_control_threads();

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <system_error>
 #include <thread>
 #include <variant>
@@ -27,12 +29,33 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr int kMaxRunning = 4;
 std::atomic<int> running{0};
 
+// How to answer each test still running, by a number of its own: a stop
+// tells them that they did not finish.
+std::mutex answers_mutex;
+std::map<unsigned long, Responder> answers;
+unsigned long next_answer = 0;
+
+unsigned long keep_answer(Responder respond) {
+  std::lock_guard lock(answers_mutex);
+  answers.emplace(++next_answer, std::move(respond));
+  return next_answer;
+}
+
+void drop_answer(unsigned long id) {
+  std::lock_guard lock(answers_mutex);
+  answers.erase(id);
+}
+
 // Gives the slot of a running test back however the test ends.
 struct RunningSlot {
-  RunningSlot() = default;
+  explicit RunningSlot(unsigned long id) : id(id) {}
   RunningSlot(const RunningSlot&) = delete;
   RunningSlot& operator=(const RunningSlot&) = delete;
-  ~RunningSlot() { running.fetch_sub(1); }
+  ~RunningSlot() {
+    drop_answer(id);
+    running.fetch_sub(1);
+  }
+  unsigned long id;
 };
 
 // What one request asks for.
@@ -158,8 +181,8 @@ Reply run_test(const TestRequest& request, const config::DaemonConfig& c) {
 // The body of a test's thread. Nothing may leave a detached thread: what
 // was not foreseen is logged and still answered.
 void run_detached(TestRequest request, config::DaemonConfig config,
-                  Responder respond) {
-  RunningSlot slot;
+                  Responder respond, unsigned long id) {
+  RunningSlot slot(id);
   try {
     respond(run_test(request, config));
   } catch (const std::exception& e) {
@@ -206,15 +229,30 @@ void relay_test(ApplyLoop& loop, const json& args, Responder respond) {
                        "try again in a few seconds"));
     return;
   }
+  unsigned long id = keep_answer(respond);
   try {
     // A copy of the configuration in force: taking it never waits for the
     // applying thread, and the test needs nothing else of the engine.
-    std::thread(run_detached, std::move(request), loop.config(), respond)
+    std::thread(run_detached, std::move(request), loop.config(), respond, id)
         .detach();
   } catch (const std::system_error& e) {
+    drop_answer(id);
     running.fetch_sub(1);
     respond(make_reply(Result::kError,
                        std::string("cannot start a relay test: ") + e.what()));
+  }
+}
+
+void answer_running_relay_tests() {
+  std::map<unsigned long, Responder> told;
+  {
+    std::lock_guard lock(answers_mutex);
+    told.swap(answers);
+  }
+  for (auto& [id, respond] : told) {
+    respond(make_reply(Result::kError,
+                       "relay test not finished: havenoro-relayd is "
+                       "stopping; run it again once it is back"));
   }
 }
 

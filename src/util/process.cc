@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cerrno>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -209,11 +210,17 @@ pid_t spawn_detached(const std::vector<std::string>& argv, int nice) {
   if (nice) ::setpriority(PRIO_PROCESS, pid, nice);
   // Reaped by a thread of its own, by pid: waiting for any child would
   // take the exit of a check's process from the thread that runs it.
-  std::thread([pid] {
-    int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-  }).detach();
+  try {
+    std::thread([pid] {
+      int status = 0;
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+    }).detach();
+  } catch (const std::system_error&) {
+    // No thread to be had: the child runs all the same and stays a zombie
+    // once it ends, which is less harm than failing a caller whose work
+    // (an apply) is already done.
+  }
   return pid;
 }
 

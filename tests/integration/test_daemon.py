@@ -653,6 +653,37 @@ class StopWhileWaitingTest(DaemonTest):
         self.assertEqual(again.stop(), 0)
 
 
+class StopDuringRelayTestTest(DaemonTest):
+    """SIGTERM while the panel's Test button waits on a relay."""
+
+    @classmethod
+    def prepare_panel(cls):
+        super().prepare_panel()
+        cls.silent = h.SilentListener()
+        cls.addClassCleanup(cls.silent.stop)
+        cls.panel.write_domain("alice", "silent.example", {
+            "smtp_relay": h.relay_settings(
+                host="127.0.0.1", port=cls.silent.port, security="none")})
+
+    def test_sigterm_answers_a_running_relay_test(self):
+        """verifies that a relay test waiting for a banner that never comes
+        hears at once that it did not finish because the daemon stops,
+        rather than losing its connection (exit 2)."""
+        test = subprocess.Popen(
+            [str(dh.relayctl_binary()), "--socket", str(self.daemon.socket),
+             "test", "silent.example"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        self.addCleanup(test.kill)
+        h.wait_until(lambda: self.silent.connections, WAIT,
+                     "the test's connection to the relay")
+        self.daemon.signal(signal.SIGTERM)
+        out, err = test.communicate(timeout=10)
+        self.assertEqual(test.returncode, 1, out + err)
+        self.assertIn("relay test not finished: havenoro-relayd is stopping; "
+                      "run it again once it is back", err)
+        self.assertEqual(self.daemon.stop(), 0, self.daemon.log_text())
+
+
 class SystemdTest(DaemonTest):
     """What systemd hears (sd_notify) and sees in the journal."""
 

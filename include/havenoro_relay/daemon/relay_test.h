@@ -45,4 +45,9 @@ RelayTestBounds relay_test_bounds(
 /// tests run at once. Never a password in the reply.
 void relay_test(ApplyLoop& loop, const nlohmann::json& args, Responder respond);
 
+/// Tells the client of every relay test still running that it did not
+/// finish because the daemon stops; what the test finds later is dropped
+/// (a request is answered once).
+void answer_running_relay_tests();
+
 }  // namespace havenoro::daemon
