@@ -634,12 +634,16 @@ ApplyOutcome Engine::apply_scope(const std::set<std::string>& names,
 void Engine::note_kept_live(
     const std::set<std::string>& names,
     const std::optional<std::set<std::string>>& changed) {
+  // Over the rejected domains, a few, not over the names of a full apply.
+  std::erase_if(kept_live_, [&](const auto& kept) {
+    auto it = model_.rejected.find(kept.first);
+    return names.count(kept.first) &&
+           (it == model_.rejected.end() || !it->second.front().keep_live);
+  });
   std::vector<std::string> look;
-  for (const auto& name : names) {
-    auto it = model_.rejected.find(name);
-    if (it == model_.rejected.end() || !it->second.front().keep_live) {
-      kept_live_.erase(name);
-    } else if (!kept_live_.count(name) || !changed || changed->count(name)) {
+  for (const auto& [name, problems] : model_.rejected) {
+    if (!problems.front().keep_live || !names.count(name)) continue;
+    if (!kept_live_.count(name) || !changed || changed->count(name)) {
       look.push_back(name);
     }
   }
