@@ -281,8 +281,7 @@ void write_generation(OutputDir& out, const config::DaemonConfig& c,
 }
 
 // Named apart from the scratch names OutputDir::remove_leftovers takes:
-// this tree is kept. (".check", its old name, is still swept, so that an
-// upgrade leaves nothing behind.)
+// this tree is kept.
 constexpr const char* kCheckDir = ".candidate";
 
 // What gains or loses an entry when a domain gains or loses its files;
@@ -575,11 +574,8 @@ std::set<std::string> same_route(const OutputDir& out, const Changes& changes) {
   for (const auto& r : changes.removals) ++paths[domain_of_path(r)];
   std::set<std::string> same;
   for (const auto& w : changes.writes) {
-    if (!w.path.starts_with("domains/") ||
-        !w.path.ends_with("/smtp_relay.conf"))
-      continue;
     auto name = domain_of_path(w.path);
-    if (paths[name] != 1) continue;
+    if (w.path != credential_file(name) || paths[name] != 1) continue;
     std::optional<std::string> live;
     try {
       live = out.read(w.path);
@@ -640,14 +636,13 @@ candidate::CheckResult run_checks(
 
 using Started = std::shared_ptr<candidate::StartedCheck>;
 
-// A started check made for this generation and data, taken out of
-// `ready` (a check serves once), or none.
+// The lookup check prepare() started for this generation and data, taken
+// out of `ready` (a check serves once), or none.
 Started take_ready(std::vector<candidate::StartedCheck>& ready,
-                   const fs::path& generation, const fs::path& data,
-                   const std::string& domain) {
+                   const fs::path& generation, const fs::path& data) {
   for (auto it = ready.begin(); it != ready.end(); ++it) {
     if (it->generation_dir == generation && it->data_dir == data &&
-        it->domain == domain && it->exim.running()) {
+        it->domain.empty() && it->exim.running()) {
       auto taken = std::make_shared<candidate::StartedCheck>(std::move(*it));
       ready.erase(it);
       return taken;
@@ -672,7 +667,7 @@ candidate::CheckResult check_data(const OutputDir& out,
   auto checker = make_checker(c);
   auto relays = expected_relays(m, changes, data);
   std::vector<std::function<candidate::CheckResult()>> checks;
-  auto lookups = take_ready(ready, generation, data, "");
+  auto lookups = take_ready(ready, generation, data);
   checks.push_back([&, lookups] {
     if (!lookups) return checker.check_lookups(generation, data, relays);
     return checker.finish_lookups(std::move(*lookups), relays);
@@ -688,11 +683,8 @@ candidate::CheckResult check_data(const OutputDir& out,
     probes.push_back(expected_route(m, "havenoro-probe.invalid"));
   }
   for (const auto& probe : probes) {
-    auto route = take_ready(ready, generation, data, probe.domain);
-    checks.push_back([&, route] {
-      if (!route) return checker.check_route(generation, data, probe);
-      return checker.finish_route(std::move(*route), probe);
-    });
+    checks.push_back(
+        [&] { return checker.check_route(generation, data, probe); });
   }
   return run_checks(std::move(checks));
 }
@@ -704,7 +696,7 @@ std::pair<std::set<std::string>, bool> changed_senders(const Changes& changes) {
   std::set<std::string> senders;
   bool everything = false;
   auto note = [&](const std::string& path) {
-    if (path == kDefaultFile || path == "default") everything = true;
+    if (path == kDefaultFile) everything = true;
     if (path.starts_with("domains/") || path.starts_with("suspended/")) {
       senders.insert(domain_of_path(path));
     }

@@ -64,9 +64,10 @@ bool queue_may_hold_mail(const fs::path& spool_dir) {
   return scan(spool.get(), "input", true) != Found::kNothing;
 }
 
-std::optional<fs::path> exim_spool_directory(const config::DaemonConfig& c) {
+std::optional<fs::path> exim_spool_directory(const fs::path& exim_binary,
+                                             const fs::path& exim_config) {
   auto listed =
-      util::run_process({c.exim_binary.string(), "-C", c.exim_config.string(),
+      util::run_process({exim_binary.string(), "-C", exim_config.string(),
                          "-bP", "spool_directory"},
                         "", kLookupTimeout);
   constexpr std::string_view kPrefix = "spool_directory = ";
@@ -81,17 +82,17 @@ std::optional<fs::path> exim_spool_directory(const config::DaemonConfig& c) {
   return fs::path(out);
 }
 
-HeldMailRetry::HeldMailRetry(config::DaemonConfig config)
-    : config_(std::move(config)) {}
+HeldMailRetry::HeldMailRetry(const config::DaemonConfig& config)
+    : exim_binary_(config.exim_binary), exim_config_(config.exim_config) {}
 
 bool HeldMailRetry::queue_may_hold_mail() {
   // Looked up again only when Exim's configuration file changed: the
   // spool directory is a setting of its main section.
-  auto stamp = util::stamp_at(AT_FDCWD, config_.exim_config.c_str());
+  auto stamp = util::stamp_at(AT_FDCWD, exim_config_.c_str());
   if (!looked_up_ || stamp != config_stamp_) {
     looked_up_ = true;
     config_stamp_ = stamp;
-    spool_ = exim_spool_directory(config_);
+    spool_ = exim_spool_directory(exim_binary_, exim_config_);
   }
   return !spool_ || apply::queue_may_hold_mail(*spool_);
 }
@@ -100,8 +101,8 @@ int HeldMailRetry::retry(const std::set<std::string>& senders,
                          bool everything) {
   if (senders.empty() && !everything) return 0;
   if (!queue_may_hold_mail()) return 0;
-  std::vector<std::string> base = {config_.exim_binary.string(), "-C",
-                                   config_.exim_config.string()};
+  std::vector<std::string> base = {exim_binary_.string(), "-C",
+                                   exim_config_.string()};
   if (everything || senders.size() > kMaxDomainRuns) {
     // -qf: every message, before its retry time.
     base.push_back("-qf");

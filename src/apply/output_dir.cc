@@ -365,6 +365,7 @@ void OutputDir::remove_leftovers(const fs::path& rel_dir) {
   std::vector<std::string> names;
   while (struct dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
+    // ".check" is the scratch tree's name in earlier releases.
     bool leftover =
         n.starts_with(".") && (n.ends_with(".tmp") || n.starts_with(".new-") ||
                                n.starts_with(".old-") || n == ".check");

@@ -61,19 +61,21 @@ void release_memory() {
 #endif
 }
 
+// The outcome of an apply that could not run: the message says why (the
+// tree could not be read).
+engine::ApplyOutcome failed_outcome(std::string message) {
+  engine::ApplyOutcome outcome;
+  outcome.started = engine::Clock::now();
+  outcome.report.errors.push_back(std::move(message));
+  return outcome;
+}
+
 }  // namespace
 
 Coalescing::TimePoint Coalescing::take_at(bool bulk, TimePoint last_added,
                                           TimePoint held_since) const {
   if (!bulk) return held_since;
   return std::min(last_added + quiet, held_since + max_hold);
-}
-
-engine::ApplyOutcome failed_outcome(std::string message) {
-  engine::ApplyOutcome outcome;
-  outcome.started = engine::Clock::now();
-  outcome.report.errors.push_back(std::move(message));
-  return outcome;
 }
 
 bool ApplyLoop::Batch::empty() const {

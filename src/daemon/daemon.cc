@@ -59,11 +59,7 @@ Daemon::Daemon(std::filesystem::path config_file, config::DaemonConfig config)
   ApplyObserver observer;
   observer.applied = [this](const engine::ApplyOutcome& o) { applied(o); };
   observer.engine_failed = [this](const std::string& why) {
-    spdlog::error(LogEvent("config.reload_failed")
-                      .add("error", why)
-                      .add("kept", "the running configuration")
-                      .str());
-    info_.record_reload(why);
+    refuse_reload(why);
   };
   loop_ = std::make_unique<ApplyLoop>(std::make_unique<engine::Engine>(config_),
                                       std::move(observer));
@@ -169,6 +165,16 @@ void Daemon::wait_signal() {
   });
 }
 
+// A configuration that cannot be loaded, or whose Engine cannot be made,
+// leaves the running one in force; status shows why.
+void Daemon::refuse_reload(const std::string& why) {
+  spdlog::error(LogEvent("config.reload_failed")
+                    .add("error", why)
+                    .add("kept", "the running configuration")
+                    .str());
+  info_.record_reload(why);
+}
+
 void Daemon::stop(const char* why) {
   spdlog::info(LogEvent("daemon.stop").add("reason", why).str());
   notifier_.stopping();
@@ -186,11 +192,7 @@ void Daemon::reload() {
   try {
     fresh = config::load_daemon_config(config_file_);
   } catch (const std::exception& e) {
-    spdlog::error(LogEvent("config.reload_failed")
-                      .add("error", e.what())
-                      .add("kept", "the running configuration")
-                      .str());
-    info_.record_reload(e.what());
+    refuse_reload(e.what());
     notifier_.status(
         "configuration reload failed, running with the old "
         "one: " +

@@ -298,7 +298,7 @@ void Engine::rescan_changed(int users_fd, const std::string& user,
     }
   }
   if (listed == read.size()) return;
-  // A file went away: which one is worth a second look at the list.
+  // Fewer of the files read were listed: find which went away.
   std::set<std::string> present;
   for (const auto& [name, file_stamp] : files) {
     if (auto stem = file_stem(name)) present.insert(std::move(*stem));
@@ -350,8 +350,7 @@ void Engine::merge(Reread& r) {
   for (auto& [key, entry] : r.files) {
     const auto& [user, stem] = key;
     if (entry) {
-      auto [at, added] =
-          domains_[stem].insert_or_assign(user, std::move(*entry));
+      auto at = domains_[stem].insert_or_assign(user, std::move(*entry)).first;
       user_domains_[user].insert_or_assign(stem, &at->second);
     } else {
       domains_[stem].erase(user);

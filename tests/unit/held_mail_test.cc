@@ -58,6 +58,10 @@ TEST(QueueMayHoldMailTest, WhatCannotBeLookedThroughCountsAsMail) {
   EXPECT_TRUE(queue_may_hold_mail(spool.path()));
 }
 
+std::optional<fs::path> spool_of(const config::DaemonConfig& c) {
+  return exim_spool_directory(c.exim_binary, c.exim_config);
+}
+
 // Whether a process runs with `text` in its command line.
 bool running_with(const std::string& text) {
   for (const auto& entry : fs::directory_iterator("/proc")) {
@@ -90,21 +94,21 @@ class EximSpoolTest : public ::testing::Test {
 };
 
 TEST_F(EximSpoolTest, ReadsTheSpoolDirectoryFromExim) {
-  auto spool = exim_spool_directory(
-      config("spool_directory = " + (dir_.path() / "spool").string()));
+  auto spool =
+      spool_of(config("spool_directory = " + (dir_.path() / "spool").string()));
   ASSERT_TRUE(spool);
   EXPECT_EQ(*spool, dir_.path() / "spool");
 }
 
 TEST_F(EximSpoolTest, TakesTheExpandedSpoolDirectory) {
-  auto spool = exim_spool_directory(config(
-      "spool_directory = " + dir_.path().string() + "/$primary_hostname"));
+  auto spool = spool_of(config("spool_directory = " + dir_.path().string() +
+                               "/$primary_hostname"));
   ASSERT_TRUE(spool);
   EXPECT_EQ(*spool, dir_.path() / "mail.havenoro.test");
 }
 
 TEST_F(EximSpoolTest, AConfigurationEximRefusesGivesNothing) {
-  EXPECT_FALSE(exim_spool_directory(config("no_such_option = 1")));
+  EXPECT_FALSE(spool_of(config("no_such_option = 1")));
 }
 
 // Verifies that the spool directory is looked up again once Exim's

@@ -157,11 +157,12 @@ class Applier {
   /// the stamps are dropped if one held it before the apply.
   void prefetch();
 
-  /// Starts the Exim processes that an apply of these few domains alone
-  /// will check with, on the live generation, so that Exim reads its
-  /// configuration while the apply prepares the candidate. The next apply
-  /// uses those that fit and drops the others. Does nothing for more
-  /// than a few names or before the first apply.
+  /// Starts the lookup check (`exim -be`) that an apply of these few
+  /// domains alone will run, on the live generation, so that Exim reads
+  /// its configuration while the apply prepares the candidate; route
+  /// probes start once the rendered files show they are needed. The next
+  /// apply uses it if it fits and drops it otherwise. Does nothing for
+  /// more than a few names or before the first apply.
   void prepare(const std::set<std::string>& names);
 
   /// Lets the next apply render the snippets again after a rollback.
@@ -201,7 +202,7 @@ class Applier {
   std::optional<gid_t> exim_gid_;  ///< of config_.exim_group, when known
   render::SnippetCache snippet_cache_;
   HeldMailRetry held_mail_;
-  /// From prepare(): the lookup check (domain "") and route checks.
+  /// From prepare(): the lookup check.
   std::vector<candidate::StartedCheck> ready_;
   LiveFiles live_files_;  ///< what the last applies wrote or verified
   bool swept_ = false;    ///< leftovers of an earlier process looked for

@@ -20,7 +20,8 @@ bool queue_may_hold_mail(const std::filesystem::path& spool_dir);
 /// Reads `spool_directory` from the configuration with `exim -bP`, as
 /// Exim expands it; nothing when Exim fails or gives no absolute path.
 std::optional<std::filesystem::path> exim_spool_directory(
-    const config::DaemonConfig& c);
+    const std::filesystem::path& exim_binary,
+    const std::filesystem::path& exim_config);
 
 /// Sends mail held for a relay that was wrong, once it is fixed: without
 /// it, the mail would wait for the next queue run (30 minutes on Debian)
@@ -31,7 +32,7 @@ std::optional<std::filesystem::path> exim_spool_directory(
 /// nothing in the queue no run is started.
 class HeldMailRetry {
  public:
-  explicit HeldMailRetry(config::DaemonConfig config);
+  explicit HeldMailRetry(const config::DaemonConfig& config);
 
   /// Beyond this many sender domains, one run of the whole queue is
   /// cheaper than one per domain.
@@ -44,7 +45,8 @@ class HeldMailRetry {
  private:
   bool queue_may_hold_mail();
 
-  config::DaemonConfig config_;
+  std::filesystem::path exim_binary_;
+  std::filesystem::path exim_config_;
   bool looked_up_ = false;
   std::optional<util::FileStamp> config_stamp_;  ///< when looked up
   std::optional<std::filesystem::path> spool_;

@@ -198,8 +198,4 @@ class ApplyLoop {
   std::thread thread_;
 };
 
-/// The outcome of an apply that could not run: the message says why (the
-/// tree could not be read).
-engine::ApplyOutcome failed_outcome(std::string message);
-
 }  // namespace havenoro::daemon

@@ -51,6 +51,7 @@ class Daemon {
   void end_hand_over();
   void wait_signal();
   void reload();
+  void refuse_reload(const std::string& why);
   void stop(const char* why);
   void open_watcher();
   void close_watcher();

@@ -51,8 +51,9 @@ class Child {
 };
 
 /// Starts argv[0] (an absolute path; no shell, no PATH search) with argv,
-/// its standard streams on pipes, `nice` added to its scheduling nice
-/// value. Throws std::system_error when the process cannot be started.
+/// its standard streams on pipes and no other descriptor, `nice` its nice
+/// value (the daemon runs at 0). Throws std::system_error when the
+/// process cannot be started.
 Child start_process(const std::vector<std::string>& argv, int nice = 0);
 
 /// Runs argv[0] (an absolute path; no shell, no PATH search) with argv,
