@@ -641,7 +641,7 @@ class StopWhileWaitingTest(DaemonTest):
         self.assertEqual(err, "queued.example: not applied yet: "
                          "havenoro-relayd is stopping; the change will be "
                          "applied when it starts again\n")
-        self.assertEqual(self.daemon.stop(), 0, self.daemon.log_text())
+        self.assertEqual(self.daemon.wait(), 0, self.daemon.log_text())
         self.assertFalse(self.daemon.socket.exists())
         self.assertTrue(self.daemon.log_events("daemon.dropped"))
         self.assertEqual(self.route_of("held.example"), "localhost:3101")
@@ -681,7 +681,7 @@ class StopDuringRelayTestTest(DaemonTest):
         self.assertEqual(test.returncode, 1, out + err)
         self.assertIn("relay test not finished: havenoro-relayd is stopping; "
                       "run it again once it is back", err)
-        self.assertEqual(self.daemon.stop(), 0, self.daemon.log_text())
+        self.assertEqual(self.daemon.wait(), 0, self.daemon.log_text())
 
 
 class SystemdTest(DaemonTest):

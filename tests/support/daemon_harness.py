@@ -174,6 +174,14 @@ class RelaydDaemon:
     def signal(self, signo):
         os.kill(self.process.pid, signo)
 
+    def wait(self, timeout=60):
+        """Waits for an exit already asked for (a signal sent); returns
+        the exit status. A second SIGTERM could meet the daemon after its
+        handler is gone, at the very end of its stop."""
+        if self.returncode is None:
+            self.returncode = self.process.proc.wait(timeout=timeout)
+        return self.returncode
+
     def stop(self, timeout=60):
         """SIGTERM, then waits; returns the exit status."""
         if self.returncode is not None:
