@@ -3,13 +3,19 @@
 
 #include "havenoro_relay/render/snippets.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <fstream>
 
 #include "havenoro_relay/candidate/exim_check.h"
 #include "havenoro_relay/render/credential_file.h"
+#include "havenoro_relay/util/fd.h"
 #include "havenoro_relay/util/process.h"
 #include "test_dir.h"
 
@@ -339,6 +345,13 @@ TEST_F(DataCheckTest, RouteReportReadsEximsLines) {
   EXPECT_TRUE(none.hosts.empty());
   EXPECT_EQ(none.unresolved_host, "smtp.example.net");
   EXPECT_EQ(none.unresolved_router, "havenoro_default");
+
+  auto slow = candidate::parse_route_report(
+      "probe@havenoro-probe.invalid cannot be resolved at this time: host "
+      "lookup for smtp.example.net did not complete (DNS timeout?)\n");
+  EXPECT_EQ(slow.router, "");
+  EXPECT_EQ(slow.unresolved_router, "");
+  EXPECT_EQ(slow.timed_out_host, "smtp.example.net");
 }
 
 // Verifies that a relay name that does not resolve passes only when Exim
@@ -352,6 +365,47 @@ TEST_F(DataCheckTest, UnresolvedRelayPassesOnlyForItsOwnHost) {
   EXPECT_FALSE(bad.ok);
   EXPECT_NE(bad.message.find("expected router = havenoro_relay"),
             std::string::npos)
+      << bad.message;
+}
+
+// Verifies that a relay name whose DNS lookup times out passes only when
+// it is the expected host: Exim then names no router, and a resolver's
+// hiccup must not fail the apply. The resolver is a loopback socket that
+// nobody reads, put in place for Exim alone by a mount namespace.
+TEST_F(DataCheckTest, RelayNameTimingOutPassesOnlyForItsOwnHost) {
+  if (geteuid() != 0) GTEST_SKIP() << "a mount namespace needs root";
+  util::UniqueFd silent{::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_port = htons(53);
+  ASSERT_EQ(inet_pton(AF_INET, "127.53.0.1", &at.sin_addr), 1);
+  ASSERT_EQ(::bind(silent.get(), reinterpret_cast<sockaddr*>(&at), sizeof at),
+            0)
+      << std::strerror(errno);
+  fs::path resolv = tmp_.path() / "resolv.conf";
+  write_text(resolv, "nameserver 127.53.0.1\noptions timeout:1 attempts:1\n");
+  fs::path exim = tmp_.path() / "exim-without-dns";
+  write_text(exim,
+             "#!/bin/sh\n"
+             "exec unshare -m sh -c 'mount --bind \"$0\" /etc/resolv.conf "
+             "&& exec /usr/sbin/exim4 \"$@\"' " +
+                 resolv.string() + " \"$@\"\n");
+  fs::permissions(exim, fs::perms(0755));
+  candidate::EximChecker without_dns{exim, config_};
+
+  relay_.host = "relay.havenoro-test.example";
+  relay_.port = 587;
+  write_text(file_, render::render_credential_file("example.com", relay_));
+  auto route = [&](const std::string& expected) {
+    return without_dns.check_route(
+        gen_, out_,
+        {"example.com", "havenoro_relay", "havenoro_relay_smtp", expected});
+  };
+  auto ok = route("relay.havenoro-test.example:587");
+  EXPECT_TRUE(ok.ok) << ok.message;
+  auto bad = route("other.havenoro-test.example:587");
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("did not complete"), std::string::npos)
       << bad.message;
 }
 

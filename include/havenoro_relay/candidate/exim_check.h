@@ -50,6 +50,9 @@ struct RouteReport {
   /// R router" (a relay whose name does not resolve right now): H and R.
   std::string unresolved_host;
   std::string unresolved_router;
+  /// From "cannot be resolved at this time: host lookup for H did not
+  /// complete (DNS timeout?)": H. Exim names no router for a timeout.
+  std::string timed_out_host;
 };
 
 /// Reads the output of `exim -bt` for one address. Exim pads host names
