@@ -20,6 +20,7 @@
 #include "havenoro_relay/render/credential_file.h"
 #include "havenoro_relay/render/dkim_file.h"
 #include "havenoro_relay/render/snippets.h"
+#include "havenoro_relay/util/group.h"
 #include "havenoro_relay/util/process.h"
 
 namespace havenoro::apply {
@@ -902,14 +903,14 @@ Applier::Applier(config::DaemonConfig config)
   // would pay again. A group missing now is looked up at each apply, and
   // each one says that it is missing.
   try {
-    exim_gid_ = group_id(config_.exim_group);
+    exim_gid_ = util::group_id(config_.exim_group);
   } catch (const std::exception&) {
   }
 }
 
 OutputDir Applier::output_dir() const {
   return OutputDir(config_.output_dir,
-                   exim_gid_ ? *exim_gid_ : group_id(config_.exim_group));
+                   exim_gid_ ? *exim_gid_ : util::group_id(config_.exim_group));
 }
 
 namespace {

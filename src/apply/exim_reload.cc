@@ -1,10 +1,8 @@
 #include "havenoro_relay/apply/exim_reload.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -17,6 +15,7 @@
 #include <thread>
 
 #include "havenoro_relay/util/fd.h"
+#include "havenoro_relay/util/ip_endpoint.h"
 #include "havenoro_relay/util/process.h"
 
 namespace havenoro::apply {
@@ -78,32 +77,6 @@ bool alive(pid_t pid) {
 }
 
 // Splits "host:port" or "[v6]:port" into a socket address.
-bool parse_address(const std::string& text, sockaddr_storage& out,
-                   socklen_t& len) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos) return false;
-  std::string host = text.substr(0, colon);
-  int port = std::atoi(text.c_str() + colon + 1);
-  if (host.size() > 2 && host.front() == '[') {
-    host = host.substr(1, host.size() - 2);
-  }
-  auto* v4 = reinterpret_cast<sockaddr_in*>(&out);
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(&out);
-  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(port);
-    len = sizeof *v4;
-    return true;
-  }
-  if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(port);
-    len = sizeof *v6;
-    return true;
-  }
-  return false;
-}
-
 bool wait_for(int fd, short events, Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - Clock::now());
@@ -124,14 +97,14 @@ std::optional<pid_t> running_exim(const EximDaemon& daemon) {
 
 bool smtp_answers(const std::string& address,
                   std::chrono::milliseconds timeout) {
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-  if (!parse_address(address, addr, len)) return false;
+  auto endpoint = util::parse_ip_endpoint(address);
+  if (!endpoint) return false;
   auto deadline = Clock::now() + timeout;
-  UniqueFd fd(
-      ::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  UniqueFd fd(::socket(endpoint->address.ss_family,
+                       SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return false;
-  int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), len);
+  int rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&endpoint->address),
+                     endpoint->length);
   if (rc != 0 && errno != EINPROGRESS) return false;
   if (!wait_for(fd.get(), POLLOUT, deadline)) return false;
   int err = 0;

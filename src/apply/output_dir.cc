@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
-#include <grp.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -65,12 +64,6 @@ void create_file(int dir, const char* name, const std::string& shown,
 }
 
 }  // namespace
-
-gid_t group_id(const std::string& name) {
-  struct group* g = ::getgrnam(name.c_str());
-  if (!g) throw std::runtime_error("unknown group '" + name + "'");
-  return g->gr_gid;
-}
 
 OutputDir::OutputDir(fs::path root, gid_t group)
     : root_(std::move(root)), group_(group) {

@@ -1,8 +1,6 @@
 #include "havenoro_relay/config/daemon_config.h"
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
-#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +14,9 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+
+#include "havenoro_relay/util/group.h"
+#include "havenoro_relay/util/ip_endpoint.h"
 
 namespace havenoro::config {
 namespace {
@@ -62,30 +63,10 @@ Setter path(std::filesystem::path DaemonConfig::*member) {
 
 // What exim_reload.cc's probe connects to: a numeric address, since the
 // probe resolves no names, and a port.
-bool address_and_port(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos) return false;
-  std::string host = text.substr(0, colon);
-  std::string port = text.substr(colon + 1);
-  if (port.empty() || port.size() > 5 ||
-      !std::all_of(port.begin(), port.end(),
-                   [](char ch) { return ch >= '0' && ch <= '9'; })) {
-    return false;
-  }
-  int number = std::stoi(port);
-  if (number < 1 || number > 65535) return false;
-  unsigned char address[sizeof(in6_addr)];
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-    return ::inet_pton(AF_INET6, host.c_str(), address) == 1;
-  }
-  return ::inet_pton(AF_INET, host.c_str(), address) == 1;
-}
-
 Setter probe_address() {
   return [](DaemonConfig& c, const json& v) {
     auto text = as<std::string>(v, "a string");
-    if (!address_and_port(text)) {
+    if (!util::parse_ip_endpoint(text)) {
       throw ConfigError(fmt::format(
           "must be an IP address and a port, such as 127.0.0.1:25 or "
           "[::1]:25, not '{}'",
@@ -245,20 +226,8 @@ std::string directory_problem(const std::filesystem::path& path) {
   return "";
 }
 
-bool group_exists(const std::string& name) {
-  struct group entry {};
-  struct group* found = nullptr;
-  std::vector<char> buffer(4096);
-  int rc = 0;
-  while ((rc = ::getgrnam_r(name.c_str(), &entry, buffer.data(), buffer.size(),
-                            &found)) == ERANGE) {
-    buffer.resize(buffer.size() * 2);
-  }
-  return rc == 0 && found != nullptr;
-}
-
 std::string group_problem(const std::string& name) {
-  if (group_exists(name)) return "";
+  if (util::find_group(name)) return "";
   return fmt::format("must name a group of this system, not '{}'", name);
 }
 

@@ -1,7 +1,6 @@
 #include "havenoro_relay/daemon/control_server.h"
 
 #include <fcntl.h>
-#include <grp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +13,7 @@
 #include "control_session.h"
 #include "havenoro_relay/daemon/log_event.h"
 #include "havenoro_relay/util/fd.h"
+#include "havenoro_relay/util/group.h"
 
 namespace havenoro::daemon {
 namespace {
@@ -62,26 +62,13 @@ void bind_private(stream::acceptor& acceptor, const fs::path& path) {
 }
 
 void give_to_group(const fs::path& path, const std::string& group) {
-  if (::chown(path.c_str(), static_cast<uid_t>(-1), group_id(group)) != 0)
+  if (::chown(path.c_str(), static_cast<uid_t>(-1), util::group_id(group)) != 0)
     throw util::errno_error("chown", path.string());
   if (::chmod(path.c_str(), kSocketMode) != 0)
     throw util::errno_error("chmod", path.string());
 }
 
 }  // namespace
-
-unsigned group_id(const std::string& group) {
-  std::vector<char> buf(16384);
-  struct group entry;
-  struct group* found = nullptr;
-  int rc = ::getgrnam_r(group.c_str(), &entry, buf.data(), buf.size(), &found);
-  if (rc != 0 || found == nullptr) {
-    throw std::system_error(
-        std::make_error_code(rc ? std::errc(rc) : std::errc::invalid_argument),
-        "no group '" + group + "'");
-  }
-  return found->gr_gid;
-}
 
 // One thread's io_context, with its acceptor and its own copy of the
 // limits (read there only, changed there by a post).
@@ -129,6 +116,7 @@ ControlServer::ControlServer(std::vector<asio::io_context*> lanes,
     }
   } catch (...) {
     for (auto& lane : lanes_) shut(*lane);
+    ::unlink(path_.c_str());
     throw;
   }
   spdlog::info(LogEvent("control.listen")

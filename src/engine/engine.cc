@@ -11,6 +11,7 @@
 #include "havenoro_relay/apply/output_dir.h"
 #include "havenoro_relay/render/credential_file.h"
 #include "havenoro_relay/util/fd.h"
+#include "havenoro_relay/util/group.h"
 
 namespace havenoro::engine {
 namespace {
@@ -95,7 +96,7 @@ ErrorMap load_errors(const config::DaemonConfig& c) {
   std::error_code ec;
   if (!fs::exists(c.output_dir, ec)) return errors;  // made by applies only
   try {
-    apply::OutputDir out(c.output_dir, apply::group_id(c.exim_group));
+    apply::OutputDir out(c.output_dir, util::group_id(c.exim_group));
     auto text = out.read(kErrorsFile);
     if (!text) return errors;
     json doc = json::parse(*text);
@@ -111,7 +112,7 @@ ErrorMap load_errors(const config::DaemonConfig& c) {
 }
 
 void save_errors(const config::DaemonConfig& c, const ErrorMap& errors) try {
-  apply::OutputDir out(c.output_dir, apply::group_id(c.exim_group));
+  apply::OutputDir out(c.output_dir, util::group_id(c.exim_group));
   if (errors.empty()) {
     out.remove_all(kErrorsFile);
     return;

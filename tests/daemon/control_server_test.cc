@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "control_fixture.h"
+#include "havenoro_relay/util/group.h"
 
 namespace havenoro::daemon {
 namespace {
@@ -180,7 +181,7 @@ TEST_F(ControlServerTest, SocketIs0660AndRemovedOnClose) {
   ASSERT_EQ(::lstat(socket_path().c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(st.st_mode & 07777, 0660u);
-  EXPECT_EQ(st.st_gid, group_id("root"));
+  EXPECT_EQ(st.st_gid, util::group_id("root"));
   on_io([this] {
     server_->close();
     return 0;
@@ -220,7 +221,15 @@ TEST_F(ControlServerTest, RefusesToReplaceARegularFile) {
   EXPECT_TRUE(std::filesystem::is_regular_file(socket_path()));
 }
 
-// Verifies that an unknown group is an error naming it.
+// Verifies that a server that cannot give its socket to the group fails
+// without leaving the socket file behind: a client finds no daemon there.
+TEST_F(ControlServerTest, FailedStartLeavesNoSocketFile) {
+  EXPECT_THROW(ControlServer(io_, socket_path(), "no-such-group-havenoro",
+                             echo_table(), {}),
+               std::system_error);
+  EXPECT_FALSE(std::filesystem::exists(socket_path()));
+}
+
 // Verifies two lanes, each an io_context on its own thread: while one
 // lane's handler is busy, the other answers, so both take connections;
 // close() ends both, removes the socket and closes idle connections.
@@ -273,9 +282,10 @@ TEST(ControlServerLanes, TwoLanesServeSideBySideAndClose) {
   tb.join();
 }
 
+// Verifies that an unknown group is an error naming it.
 TEST(ControlServerGroup, UnknownGroupIsNamed) {
   try {
-    group_id("no-such-group-havenoro");
+    util::group_id("no-such-group-havenoro");
     FAIL() << "no error";
   } catch (const std::system_error& e) {
     EXPECT_NE(std::string(e.what()).find("no-such-group-havenoro"),

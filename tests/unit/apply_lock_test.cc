@@ -21,6 +21,7 @@
 #include "havenoro_relay/model/relay_model.h"
 #include "havenoro_relay/panel/panel_reader.h"
 #include "havenoro_relay/render/credential_file.h"
+#include "havenoro_relay/util/group.h"
 #include "test_dir.h"
 
 namespace havenoro::apply {
@@ -175,7 +176,7 @@ TEST_F(ApplyLockTest, LockHeldByAnotherProcessIsWaitedFor) {
   int ready[2], release[2];
   ASSERT_EQ(::pipe(ready), 0);
   ASSERT_EQ(::pipe(release), 0);
-  gid_t group = group_id(config_.exim_group);  // no NSS in the child
+  gid_t group = util::group_id(config_.exim_group);  // no NSS in the child
   pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
@@ -307,7 +308,7 @@ TEST_F(ApplyLockTest, DaemonNoticesFilesAnotherApplierWrote) {
 // another writer put a file of the same size in its place, however soon.
 TEST(LiveFilesTest, NoticesAFileAnotherWriterPutInPlace) {
   testing::TestDir tmp;
-  gid_t group = group_id("Debian-exim");
+  gid_t group = util::group_id("Debian-exim");
   const std::string path = "domains/a.example/smtp_relay.conf";
   OutputDir daemon(tmp.path() / "out", group);
   daemon.commit({daemon.stage(path, "username: one\n", 0640)});
@@ -338,10 +339,10 @@ TEST_F(ApplyLockTest, LockFileIsPlainAndNeverFollowed) {
   EXPECT_TRUE(S_ISREG(st.st_mode));
   EXPECT_EQ(st.st_mode & 07777, 0640u);
   EXPECT_EQ(st.st_uid, 0u);
-  EXPECT_EQ(st.st_gid, group_id(config_.exim_group));
+  EXPECT_EQ(st.st_gid, util::group_id(config_.exim_group));
   std::string pid = std::to_string(::getpid());
   EXPECT_EQ(read_text(lock), "serial=1 pid=" + pid + " holder=daemon\n");
-  OutputDir out(out_, group_id(config_.exim_group));
+  OutputDir out(out_, util::group_id(config_.exim_group));
   for (const auto& name : out.list("")) EXPECT_NE(name, ".lock");
 
   Applier once(config_);

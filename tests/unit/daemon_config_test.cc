@@ -4,9 +4,11 @@
 #include "havenoro_relay/config/daemon_config.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 
 #include <regex>
 
+#include "havenoro_relay/util/ip_endpoint.h"
 #include "test_dir.h"
 
 namespace havenoro::config {
@@ -249,6 +251,26 @@ TEST(DaemonConfig, ProbeAddressIsAnAddressAndPort) {
         refusal(R"({"exim_probe_address": ")" + std::string(good) + "\"}"), "")
         << good;
   }
+}
+
+// Verifies that an accepted probe address is read into the address and
+// port the probe connects to, in either family.
+TEST(DaemonConfig, ProbeAddressGivesTheEndpoint) {
+  auto v4 = util::parse_ip_endpoint("10.1.2.3:2525");
+  ASSERT_TRUE(v4);
+  const auto* in = reinterpret_cast<const sockaddr_in*>(&v4->address);
+  EXPECT_EQ(in->sin_family, AF_INET);
+  EXPECT_EQ(ntohs(in->sin_port), 2525);
+  EXPECT_EQ(ntohl(in->sin_addr.s_addr), 0x0a010203u);
+  EXPECT_EQ(v4->length, sizeof(sockaddr_in));
+
+  auto v6 = util::parse_ip_endpoint("[::1]:587");
+  ASSERT_TRUE(v6);
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&v6->address);
+  EXPECT_EQ(in6->sin6_family, AF_INET6);
+  EXPECT_EQ(ntohs(in6->sin6_port), 587);
+  EXPECT_TRUE(IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr));
+  EXPECT_EQ(v6->length, sizeof(sockaddr_in6));
 }
 
 // Verifies that Exim's binary, its main configuration, the templates, a

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "havenoro_relay/apply/live_files.h"
+#include "havenoro_relay/util/group.h"
 #include "test_dir.h"
 
 namespace havenoro::apply {
@@ -28,7 +29,7 @@ class OutputDirTest : public ::testing::Test {
  protected:
   TestDir tmp_;
   fs::path root_ = tmp_.path() / "out";
-  gid_t group_ = group_id("Debian-exim");
+  gid_t group_ = util::group_id("Debian-exim");
 };
 
 // Verifies that a committed file has its content, mode 0640 and owner

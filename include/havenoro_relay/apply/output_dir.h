@@ -220,7 +220,4 @@ class OutputLock {
   unsigned long serial_ = 0;
 };
 
-/// The numeric id of a group, e.g. "Debian-exim". Throws std::runtime_error.
-gid_t group_id(const std::string& name);
-
 }  // namespace havenoro::apply

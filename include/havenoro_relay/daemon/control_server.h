@@ -109,8 +109,4 @@ class ControlServer {
   std::shared_ptr<Sessions> sessions_ = std::make_shared<Sessions>();
 };
 
-/// The gid of a group name, for the socket's owner. Throws
-/// std::system_error naming the group when there is none.
-unsigned group_id(const std::string& group);
-
 }  // namespace havenoro::daemon
