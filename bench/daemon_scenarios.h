@@ -65,11 +65,13 @@ nlohmann::json run_burst(Relayd& d, const HookSetup& s,
 
 /// `clients` threads asking status-get at the same moment, every
 /// `interval`, for `duration`, while one domain after another is saved
-/// and reconciled; then the same during a full resync. Latencies in ms.
+/// and reconciled, `repeats` times; then the same once during a full
+/// resync. Latencies in ms; the p99 of each run, and their summary.
 nlohmann::json run_status_load(
     Relayd& d, const HookSetup& s,
     const std::vector<const GeneratedDomain*>& relays, int clients,
-    std::chrono::milliseconds interval, std::chrono::milliseconds duration);
+    std::chrono::milliseconds interval, std::chrono::milliseconds duration,
+    int repeats);
 
 /// Whether the live credential file of `d` is what revision `revision`
 /// of its settings renders to (the save was applied).

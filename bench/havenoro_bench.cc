@@ -525,7 +525,7 @@ void Bench::daemon_scenarios() {
     std::cerr << "havenoro-bench: status-get under load\n";
     d["status_load"] =
         run_status_load(relayd, setup, burst, 100, milliseconds(50),
-                        o_.quick ? seconds(2) : seconds(4));
+                        o_.quick ? seconds(2) : seconds(4), o_.quick ? 1 : 3);
   } catch (const std::exception& e) {
     d["error"] = e.what();
   }
@@ -581,14 +581,20 @@ void Bench::daemon_rows(const json& d) {
   if (d.contains("status_load") && !d["status_load"].contains("error")) {
     const json& l = d["status_load"];
     const json& a = l["during_domain_applies"];
-    double p99 = a["latency_ms"]["p99"];
-    report_.add({"status-get, 100 clients",
-                 fmt::format("p99 while domain applies run ({} applies)",
-                             a["applies_meanwhile"].get<long>()),
-                 fmt::format("{} (p50 {}, max {})", ms_text(p99),
-                             ms_text(a["latency_ms"]["median"]),
-                             ms_text(a["latency_ms"]["max"])),
-                 "<= 5 ms", verdict(p99 <= 5), ""});
+    const json& p99s = a["p99_ms"];
+    double p99 = p99s["median"];
+    long applies = 0;
+    std::vector<double> p50s;
+    for (const auto& run : a["runs"]) {
+      applies += run["applies_meanwhile"].get<long>();
+      p50s.push_back(run["latency_ms"]["median"]);
+    }
+    report_.add(
+        {"status-get, 100 clients",
+         fmt::format("p99 while domain applies run ({} applies)", applies),
+         fmt::format("{} (p50 {})", spread_text(p99s),
+                     ms_text(summarize(p50s).median)),
+         "<= 5 ms", verdict(p99 <= 5), ""});
     const json& f = l["during_full_resync"];
     report_.add(
         {"status-get, 100 clients", "p99 during a full resync",
