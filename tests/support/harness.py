@@ -510,8 +510,15 @@ class EximInstance:
             f"local_interfaces = {LOOPBACK}",
             "primary_hostname = mail.havenoro.test",
             "tls_advertise_hosts =",
+            # Loopback only: "localhost" is not asked of DNS for an IPv6
+            # address (an /etc/hosts without ::1 would send the query to
+            # the machine's resolver, and a timeout defers the mail).
+            "dns_ipv4_lookup = localhost",
             "",
         ])
+        # Nor is the name of a connecting 127.0.0.1 asked of DNS.
+        text = re.sub(r"^host_lookup = .*$", "host_lookup =", text,
+                      flags=re.M)
         text, n = re.subn(r"^(\.include_if_exists .*\n)",
                           lambda m: m.group(1) + main, text, count=1,
                           flags=re.M)

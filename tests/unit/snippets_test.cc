@@ -12,6 +12,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <future>
 
 #include "havenoro_relay/candidate/exim_check.h"
 #include "havenoro_relay/render/credential_file.h"
@@ -369,9 +370,11 @@ TEST_F(DataCheckTest, UnresolvedRelayPassesOnlyForItsOwnHost) {
 }
 
 // Verifies that a relay name whose DNS lookup times out passes only when
-// it is the expected host: Exim then names no router, and a resolver's
-// hiccup must not fail the apply. The resolver is a loopback socket that
-// nobody reads, put in place for Exim alone by a mount namespace.
+// Exim's route debugging shows the expected router, transport, host and
+// port (Exim's own answer names none of them): a resolver's hiccup must
+// not fail the apply, nor let a wrong route through. The resolver is a
+// loopback socket that nobody reads, put in place for Exim alone by a
+// mount namespace.
 TEST_F(DataCheckTest, RelayNameTimingOutPassesOnlyForItsOwnHost) {
   if (geteuid() != 0) GTEST_SKIP() << "a mount namespace needs root";
   util::UniqueFd silent{::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0)};
@@ -396,17 +399,68 @@ TEST_F(DataCheckTest, RelayNameTimingOutPassesOnlyForItsOwnHost) {
   relay_.host = "relay.havenoro-test.example";
   relay_.port = 587;
   write_text(file_, render::render_credential_file("example.com", relay_));
-  auto route = [&](const std::string& expected) {
-    return without_dns.check_route(
-        gen_, out_,
-        {"example.com", "havenoro_relay", "havenoro_relay_smtp", expected});
+  // Each probe waits for the resolver twice: they run side by side.
+  auto route = [&](std::string router, std::string transport,
+                   std::string expected) {
+    return std::async(std::launch::async, [=, &without_dns, this] {
+      return without_dns.check_route(
+          gen_, out_, {"example.com", router, transport, expected});
+    });
   };
-  auto ok = route("relay.havenoro-test.example:587");
-  EXPECT_TRUE(ok.ok) << ok.message;
-  auto bad = route("other.havenoro-test.example:587");
-  EXPECT_FALSE(bad.ok);
-  EXPECT_NE(bad.message.find("did not complete"), std::string::npos)
-      << bad.message;
+  const std::string relay = "havenoro_relay";
+  const std::string smtp = "havenoro_relay_smtp";
+  auto ok = route(relay, smtp, "relay.havenoro-test.example:587");
+  auto other_host = route(relay, smtp, "other.havenoro-test.example:587");
+  auto other_port = route(relay, smtp, "relay.havenoro-test.example:465");
+  auto other_transport =
+      route(relay, "havenoro_relay_smtps", "relay.havenoro-test.example:587");
+  auto other_router =
+      route("havenoro_default", smtp, "relay.havenoro-test.example:587");
+  auto no_relay = route("", "", "");
+
+  auto passed = ok.get();
+  EXPECT_TRUE(passed.ok) << passed.message;
+  for (auto* f : {&other_host, &other_port, &other_transport, &other_router}) {
+    auto r = f->get();
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("route debugging shows router havenoro_relay, "
+                             "transport havenoro_relay_smtp, host "
+                             "relay.havenoro-test.example port=587"),
+              std::string::npos)
+        << r.message;
+  }
+  auto unrelayed = no_relay.get();
+  EXPECT_FALSE(unrelayed.ok);
+  EXPECT_NE(unrelayed.message.find("routed to a havenoro relay"),
+            std::string::npos)
+      << unrelayed.message;
+}
+
+// Verifies the reading of Exim's route debugging: the router that
+// deferred, with the transport and host of that router, not of the one
+// before it.
+TEST(RouteDebug, NamesTheRouterThatDeferred) {
+  auto d = candidate::parse_deferred_route(
+      "--------> havenoro_relay router <--------\n"
+      "set transport havenoro_relay_smtps\n"
+      "host=first.example port=465\n"
+      "havenoro_relay router declined for probe@havenoro-probe.invalid\n"
+      "--------> havenoro_default router <--------\n"
+      "havenoro_default router called for probe@havenoro-probe.invalid\n"
+      "original list of hosts = '<;slow.example:2525' options = 'byname'\n"
+      "set transport havenoro_relay_smtp\n"
+      "finding IP address for slow.example:2525\n"
+      "host=slow.example port=2525\n"
+      "calling host_find_byname\n"
+      "havenoro_default router: defer for probe@havenoro-probe.invalid\n"
+      "  message: host lookup for slow.example did not complete (DNS "
+      "timeout?)\n");
+  EXPECT_EQ(d.router, "havenoro_default");
+  EXPECT_EQ(d.transport, "havenoro_relay_smtp");
+  EXPECT_EQ(d.host, "slow.example");
+  EXPECT_EQ(d.port, 2525);
+
+  EXPECT_EQ(candidate::parse_deferred_route("routing a@b\n").router, "");
 }
 
 // Verifies that a loopback relay is refused by the routing probe when

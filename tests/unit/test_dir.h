@@ -39,7 +39,9 @@ inline void write_text(const std::filesystem::path& p, const std::string& t) {
 
 /// The example Exim main configuration of `source` with its output
 /// directory at `out`, for a test's Exim. A fixed host name spares every
-/// Exim process a DNS lookup of this host.
+/// Exim process a DNS lookup of this host, and "localhost" is not asked
+/// of DNS for an IPv6 address (an /etc/hosts without ::1 would send that
+/// query to the machine's resolver).
 inline std::string example_exim_config(const std::filesystem::path& source,
                                        const std::filesystem::path& out) {
   std::string conf = read_text(source / "exim-templates/exim4.conf.example");
@@ -48,7 +50,9 @@ inline std::string example_exim_config(const std::filesystem::path& source,
        at = conf.find(from, at)) {
     conf.replace(at, from.size(), out.string());
   }
-  return "primary_hostname = mail.havenoro.test\n" + conf;
+  return "primary_hostname = mail.havenoro.test\n"
+         "dns_ipv4_lookup = localhost\n" +
+         conf;
 }
 
 }  // namespace havenoro::testing

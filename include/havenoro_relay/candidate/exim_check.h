@@ -59,6 +59,18 @@ struct RouteReport {
 /// and addresses with blanks to line them up; any number is accepted.
 RouteReport parse_route_report(const std::string& text);
 
+/// What Exim's route debugging (`-d-all+route`) says of the router that
+/// deferred an address: "R router: defer for A", after that router's
+/// "set transport T" and "host=H port=P". Empty fields when it says
+/// nothing of the kind.
+struct DeferredRoute {
+  std::string router;
+  std::string transport;
+  std::string host;
+  int port = 0;
+};
+DeferredRoute parse_deferred_route(const std::string& debug_text);
+
 /// An Exim process of a check, started before its input is known: Exim
 /// loads and reads its whole configuration, most of a check's time, while
 /// the daemon still prepares the candidate. The data files are read only
@@ -97,7 +109,10 @@ class EximChecker {
   /// address, the same name in any case, or (when Exim followed a CNAME
   /// or qualified the name) the name or an address the resolver gives
   /// for the expected host. A relay name that does not resolve right now
-  /// passes when Exim names that host and the expected router.
+  /// passes when Exim names that host and the expected router; one whose
+  /// lookup times out (Exim then names no router) is probed once more
+  /// with route debugging, and passes when that shows the expected
+  /// router, transport, host and port.
   CheckResult check_route(const std::filesystem::path& generation_dir,
                           const std::filesystem::path& data_dir,
                           const ExpectedRoute& expected) const;
@@ -124,6 +139,7 @@ class EximChecker {
   std::vector<std::string> base_argv(
       const std::filesystem::path& generation_dir,
       const std::filesystem::path& data_dir = {}) const;
+  DeferredRoute debug_route(const StartedCheck& check) const;
 
   std::filesystem::path exim_binary_;
   std::filesystem::path exim_config_;
