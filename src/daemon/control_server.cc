@@ -103,10 +103,14 @@ ControlServer::ControlServer(std::vector<asio::io_context*> lanes,
   clear_stale_socket(lanes_.front()->io, path_);
   first.open(stream());
   bind_private(first, path_);
+  // Listening at once: a second daemon started meanwhile finds this one
+  // answering, never a socket that refuses and looks stale.
+  first.listen();
+  struct stat bound {};
+  ::lstat(path_.c_str(), &bound);
   open_ = true;
   try {
     give_to_group(path_, group);
-    first.listen();
     // The other lanes wait on copies of the listening descriptor: the
     // kernel hands each connection to one of them.
     for (size_t i = 1; i < lanes_.size(); ++i) {
@@ -116,7 +120,11 @@ ControlServer::ControlServer(std::vector<asio::io_context*> lanes,
     }
   } catch (...) {
     for (auto& lane : lanes_) shut(*lane);
-    ::unlink(path_.c_str());
+    struct stat now {};
+    if (::lstat(path_.c_str(), &now) == 0 && now.st_ino == bound.st_ino &&
+        now.st_dev == bound.st_dev) {
+      ::unlink(path_.c_str());  // this server's file, no other's
+    }
     throw;
   }
   spdlog::info(LogEvent("control.listen")
