@@ -337,18 +337,36 @@ StartedCheck EximChecker::start_route(
 }
 
 namespace {
+
 constexpr const char* kProbeRecipient = "probe@havenoro-probe.invalid\n";
+
+// The lines of `exim -bt` among its route debugging, each once (the
+// debugging repeats the host lines): what a message about it quotes.
+std::string route_lines(const std::string& text) {
+  std::set<std::string_view> seen;
+  std::string shown;
+  std::istringstream in(text);
+  for (std::string text_line; std::getline(in, text_line);) {
+    auto line = trimmed(text_line);
+    bool route = line.starts_with("router = ") || line.starts_with("host ") ||
+                 line.find(" cannot be resolved ") != std::string_view::npos;
+    if (!route || !seen.insert(line).second) continue;
+    shown.append(text_line).append("\n");
+  }
+  return shown;
+}
+
 }  // namespace
 
 // A DNS timeout stops Exim before it prints the router and transport it
 // chose; its route debugging names them. One more process, and only
 // while the resolver fails.
-DeferredRoute EximChecker::debug_route(const StartedCheck& check) const {
+std::string EximChecker::debug_route(const StartedCheck& check) const {
   auto argv = base_argv(check.generation_dir, check.data_dir);
   argv.insert(argv.end(),
               {"-d-all+route", "-f", "postmaster@" + check.domain, "-bt"});
   auto run = util::start_process(argv, nice_).finish(kProbeRecipient, timeout_);
-  return parse_deferred_route(run.out + run.err);
+  return run.out + run.err;
 }
 
 // The address comes on standard input (Exim echoes it after a "> "
@@ -367,11 +385,13 @@ CheckResult EximChecker::finish_route(StartedCheck check,
   auto report = parse_route_report(text);
   DeferredRoute deferred;
   if (!report.timed_out_host.empty()) {
-    deferred = debug_route(check);
-    if (deferred.router.empty()) {
-      return fail(
-          "a DNS timeout, and Exim's route debugging named no "
-          "router");
+    // The second run is judged instead: the resolver may answer now.
+    auto again = debug_route(check);
+    report = parse_route_report(again);
+    if (!report.timed_out_host.empty()) deferred = parse_deferred_route(again);
+    text = route_lines(again);
+    if (!report.timed_out_host.empty() && deferred.router.empty()) {
+      return fail("a DNS timeout, and Exim's route debugging named no router");
     }
   }
   bool ours = report.router.starts_with("havenoro_") ||

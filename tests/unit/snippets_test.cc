@@ -436,6 +436,58 @@ TEST_F(DataCheckTest, RelayNameTimingOutPassesOnlyForItsOwnHost) {
       << unrelayed.message;
 }
 
+// Verifies that a probe whose lookup timed out is judged by its second
+// run when the name resolves by then: a resolver that answers again is
+// not a failure, and the second run's route is checked as any other. The
+// first Exim process finds no resolver; the second finds the name in
+// /etc/hosts.
+TEST_F(DataCheckTest, TimedOutProbeIsJudgedByItsSecondRun) {
+  if (geteuid() != 0) GTEST_SKIP() << "a mount namespace needs root";
+  fs::path dir = tmp_.path();
+  write_text(dir / "resolv.conf",
+             "nameserver 127.53.0.2\n"
+             "options timeout:1 attempts:1\n");
+  write_text(dir / "hosts",
+             "127.0.0.1 localhost\n"
+             "127.0.0.1 relay.havenoro-test.example\n");
+  // 127.53.0.2 has no socket: each query is refused at once, and glibc
+  // reports a refused resolver as a temporary failure, as a timeout.
+  fs::path exim = dir / "exim-then-hosts";
+  write_text(exim,
+             "#!/bin/sh\n"
+             "d=" +
+                 dir.string() +
+                 "\n"
+                 "if [ -e \"$d/ran\" ]; then bind=\"$d/hosts /etc/hosts\";\n"
+                 "else bind=\"$d/resolv.conf /etc/resolv.conf\"; touch "
+                 "\"$d/ran\"; fi\n"
+                 "exec unshare -m sh -c 'mount --bind $0 $1 && shift && "
+                 "exec /usr/sbin/exim4 \"$@\"' $bind \"$@\"\n");
+  fs::permissions(exim, fs::perms(0755));
+  candidate::EximChecker flaky{exim, config_};
+  relay_.host = "relay.havenoro-test.example";
+  relay_.port = 587;
+  write_text(file_, render::render_credential_file("example.com", relay_));
+
+  auto ok =
+      flaky.check_route(gen_, out_,
+                        {"example.com", "havenoro_relay", "havenoro_relay_smtp",
+                         "relay.havenoro-test.example:587"});
+  EXPECT_TRUE(ok.ok) << ok.message;
+
+  fs::remove(dir / "ran");
+  auto bad =
+      flaky.check_route(gen_, out_,
+                        {"example.com", "havenoro_relay", "havenoro_relay_smtp",
+                         "relay.havenoro-test.example:465"});
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.message.find("expected port=465"), std::string::npos)
+      << bad.message;
+  // The message quotes Exim's answer, not its debugging.
+  EXPECT_EQ(bad.message.find("-------->"), std::string::npos) << bad.message;
+  EXPECT_EQ(bad.message.find("calling"), std::string::npos) << bad.message;
+}
+
 // Verifies the reading of Exim's route debugging: the router that
 // deferred, with the transport and host of that router, not of the one
 // before it.

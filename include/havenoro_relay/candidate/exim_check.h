@@ -139,7 +139,7 @@ class EximChecker {
   std::vector<std::string> base_argv(
       const std::filesystem::path& generation_dir,
       const std::filesystem::path& data_dir = {}) const;
-  DeferredRoute debug_route(const StartedCheck& check) const;
+  std::string debug_route(const StartedCheck& check) const;
 
   std::filesystem::path exim_binary_;
   std::filesystem::path exim_config_;
