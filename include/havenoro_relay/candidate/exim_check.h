@@ -111,8 +111,9 @@ class EximChecker {
   /// for the expected host. A relay name that does not resolve right now
   /// passes when Exim names that host and the expected router; one whose
   /// lookup times out (Exim then names no router) is probed once more
-  /// with route debugging, and passes when that shows the expected
-  /// router, transport, host and port.
+  /// with route debugging: that run is judged as any other if the name
+  /// resolves by then, else by the router, transport, host and port the
+  /// debugging shows.
   CheckResult check_route(const std::filesystem::path& generation_dir,
                           const std::filesystem::path& data_dir,
                           const ExpectedRoute& expected) const;
