@@ -95,7 +95,11 @@ void read_unresolved(std::string_view line, RouteReport& r) {
   constexpr std::string_view kFailed = "\" failed in ";
   constexpr std::string_view kTimedOut = "host lookup for ";
   auto at = line.find(kDeferred);
-  if (at == std::string_view::npos) return;
+  if (at == std::string_view::npos) {
+    r.undeliverable |= line.find(" is undeliverable") != std::string_view::npos;
+    return;
+  }
+  r.deferred = true;
   auto rest = line.substr(at + kDeferred.size());
   if (rest.starts_with(kTimedOut)) {
     rest.remove_prefix(kTimedOut.size());
@@ -221,7 +225,7 @@ RouteReport parse_route_report(const std::string& text) {
 DeferredRoute parse_deferred_route(const std::string& debug_text) {
   constexpr std::string_view kDeferred = " router: defer for ";
   constexpr std::string_view kTransport = "set transport ";
-  constexpr std::string_view kHost = "host=";
+  constexpr std::string_view kHosts = "expanded list of hosts = '";
   DeferredRoute current;
   DeferredRoute deferred;
   std::istringstream in(debug_text);
@@ -231,13 +235,11 @@ DeferredRoute parse_deferred_route(const std::string& debug_text) {
       current = {};  // the next router
     } else if (line.starts_with(kTransport)) {
       current.transport = line.substr(kTransport.size());
-    } else if (line.starts_with(kHost)) {
-      // "host=H port=P"
-      auto rest = line.substr(kHost.size());
-      auto blank = rest.find(" port=");
-      current.host = rest.substr(0, blank);
-      if (blank != std::string_view::npos)
-        current.port = port_of(rest.substr(blank + 6));
+    } else if (line.starts_with(kHosts)) {
+      auto list = line.substr(kHosts.size());
+      list = list.substr(0, list.find('\''));
+      if (list.starts_with("<;")) list.remove_prefix(2);
+      current.hosts = list;
     } else if (auto at = line.find(kDeferred);
                at != std::string_view::npos && at > 0 && line.find(' ') == at) {
       deferred = current;
@@ -383,19 +385,24 @@ CheckResult EximChecker::finish_route(StartedCheck check,
                     exim_error_text({0, false, text, ""}))};
   };
   auto report = parse_route_report(text);
+  if (!report.answered()) return fail("no verdict on the address");
   DeferredRoute deferred;
-  if (!report.timed_out_host.empty()) {
+  if (report.deferred) {
     // The second run is judged instead: the resolver may answer now.
     auto again = debug_route(check);
     report = parse_route_report(again);
-    if (!report.timed_out_host.empty()) deferred = parse_deferred_route(again);
     text = route_lines(again);
-    if (!report.timed_out_host.empty() && deferred.router.empty()) {
-      return fail("a DNS timeout, and Exim's route debugging named no router");
+    if (!report.answered()) {
+      return fail("no verdict on the address when asked again");
+    }
+    if (report.deferred) {
+      deferred = parse_deferred_route(again);
+      if (deferred.router.empty()) {
+        return fail("deferred, and Exim's route debugging names no router");
+      }
     }
   }
   bool ours = report.router.starts_with("havenoro_") ||
-              report.unresolved_router.starts_with("havenoro_") ||
               deferred.router.starts_with("havenoro_");
   if (expected.router.empty()) {
     if (ours) return fail("mail without a relay is routed to a havenoro relay");
@@ -405,26 +412,21 @@ CheckResult EximChecker::finish_route(StartedCheck check,
   auto wanted =
       fmt::format("router = {}, transport = {}, host {} port={}",
                   expected.router, expected.transport, want.host, want.port);
-  // A relay name that does not resolve right now defers; that is the
-  // relay's state, not a fault of the candidate, if it is that relay.
-  if (!report.unresolved_router.empty()) {
-    if (report.unresolved_router != expected.router ||
-        !same_name(report.unresolved_host, want.host)) {
-      return fail("expected " + wanted);
-    }
-    return {};
-  }
-  // A relay name whose lookup timed out: as above, if the debugging shows
-  // the expected router, transport, host and port.
-  if (!deferred.router.empty()) {
+  if (report.deferred) {
+    // A relay name that does not resolve, or not in time, is the relay's
+    // state, not a fault of the candidate, if it is that relay's route.
+    // Any other deferral (the relay is this host, an expansion failed)
+    // is a fault.
+    if (!report.lookup_failed()) return fail("expected " + wanted);
+    auto routed = endpoint_of(deferred.hosts);
     if (deferred.router != expected.router ||
         deferred.transport != expected.transport ||
-        !same_name(deferred.host, want.host) || deferred.port != want.port) {
-      return fail(
-          fmt::format("expected {}; Exim's route debugging shows "
-                      "router {}, transport {}, host {} port={}",
-                      wanted, deferred.router, deferred.transport,
-                      deferred.host, deferred.port));
+        deferred.hosts.find(';') != std::string::npos ||
+        !same_name(routed.host, want.host) || routed.port != want.port) {
+      return fail(fmt::format(
+          "expected {}; Exim's route debugging shows "
+          "router {}, transport {}, hosts '{}'",
+          wanted, deferred.router, deferred.transport, deferred.hosts));
     }
     return {};
   }

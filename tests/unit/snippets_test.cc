@@ -34,6 +34,23 @@ render::SnippetParams default_params() {
   return {"system", false, std::chrono::seconds(15), std::chrono::seconds(30)};
 }
 
+// An Exim that runs in a mount namespace of its own, each file of `binds`
+// mounted over the system file named beside it: the name service a check
+// meets is the test's, not the machine's. Needs root.
+fs::path exim_with_files(
+    const fs::path& dir, const std::string& name,
+    const std::vector<std::pair<fs::path, std::string>>& binds) {
+  std::string mounts;
+  for (const auto& [file, over] : binds) {
+    mounts += "mount --bind " + file.string() + " " + over + " && ";
+  }
+  fs::path exim = dir / name;
+  write_text(exim, "#!/bin/sh\nexec unshare -m sh -c '" + mounts +
+                       "exec /usr/sbin/exim4 \"$@\"' exim \"$@\"\n");
+  fs::permissions(exim, fs::perms(0755));
+  return exim;
+}
+
 // Verifies that the rendered snippets equal the golden files, so that a
 // template change shows up as a diff (regenerate with
 // tests/golden/regenerate.sh after checking the diff).
@@ -355,23 +372,51 @@ TEST_F(DataCheckTest, RouteReportReadsEximsLines) {
   EXPECT_EQ(slow.timed_out_host, "smtp.example.net");
 }
 
-// Verifies that a relay name that does not resolve passes only when Exim
-// names that host in the expected router.
-TEST_F(DataCheckTest, UnresolvedRelayPassesOnlyForItsOwnHost) {
-  EXPECT_TRUE(probe("relay.havenoro-test.invalid", 587,
-                    "relay.havenoro-test.invalid:587")
-                  .ok);
-  auto bad = probe("relay.havenoro-test.invalid", 587,
-                   "other.havenoro-test.invalid:587");
-  EXPECT_FALSE(bad.ok);
-  EXPECT_NE(bad.message.find("expected router = havenoro_relay"),
-            std::string::npos)
-      << bad.message;
+// Verifies that a relay name that does not resolve passes only when
+// Exim's route debugging shows the expected router, transport and host
+// list: Exim's answer names the router and host, not the port or the
+// transport. The name service is /etc/hosts alone, without the name.
+TEST_F(DataCheckTest, UnresolvedRelayPassesOnlyForItsOwnRoute) {
+  if (geteuid() != 0) GTEST_SKIP() << "a mount namespace needs root";
+  fs::path dir = tmp_.path();
+  write_text(dir / "nsswitch.conf", "hosts: files\n");
+  write_text(dir / "hosts", "127.0.0.1 localhost\n");
+  candidate::EximChecker files_only{
+      exim_with_files(dir, "exim-files-only",
+                      {{dir / "nsswitch.conf", "/etc/nsswitch.conf"},
+                       {dir / "hosts", "/etc/hosts"}}),
+      config_};
+  relay_.host = "relay.havenoro-test.example";
+  relay_.port = 587;
+  write_text(file_, render::render_credential_file("example.com", relay_));
+  auto route = [&](std::string transport, std::string expected) {
+    return std::async(std::launch::async, [=, &files_only, this] {
+      return files_only.check_route(
+          gen_, out_, {"example.com", "havenoro_relay", transport, expected});
+    });
+  };
+  const std::string smtp = "havenoro_relay_smtp";
+  auto ok = route(smtp, "relay.havenoro-test.example:587");
+  auto other_host = route(smtp, "other.havenoro-test.example:587");
+  auto other_port = route(smtp, "relay.havenoro-test.example:465");
+  auto other_transport =
+      route("havenoro_relay_smtps", "relay.havenoro-test.example:587");
+  auto passed = ok.get();
+  EXPECT_TRUE(passed.ok) << passed.message;
+  for (auto* f : {&other_host, &other_port, &other_transport}) {
+    auto r = f->get();
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("route debugging shows router havenoro_relay, "
+                             "transport havenoro_relay_smtp, hosts "
+                             "'relay.havenoro-test.example:587'"),
+              std::string::npos)
+        << r.message;
+  }
 }
 
 // Verifies that a relay name whose DNS lookup times out passes only when
-// Exim's route debugging shows the expected router, transport, host and
-// port (Exim's own answer names none of them): a resolver's hiccup must
+// Exim's route debugging shows the expected router, transport and host
+// list (Exim's own answer names none of them): a resolver's hiccup must
 // not fail the apply, nor let a wrong route through. The resolver is a
 // loopback socket that nobody reads, put in place for Exim alone by a
 // mount namespace.
@@ -387,14 +432,10 @@ TEST_F(DataCheckTest, RelayNameTimingOutPassesOnlyForItsOwnHost) {
       << std::strerror(errno);
   fs::path resolv = tmp_.path() / "resolv.conf";
   write_text(resolv, "nameserver 127.53.0.1\noptions timeout:1 attempts:1\n");
-  fs::path exim = tmp_.path() / "exim-without-dns";
-  write_text(exim,
-             "#!/bin/sh\n"
-             "exec unshare -m sh -c 'mount --bind \"$0\" /etc/resolv.conf "
-             "&& exec /usr/sbin/exim4 \"$@\"' " +
-                 resolv.string() + " \"$@\"\n");
-  fs::permissions(exim, fs::perms(0755));
-  candidate::EximChecker without_dns{exim, config_};
+  candidate::EximChecker without_dns{
+      exim_with_files(tmp_.path(), "exim-without-dns",
+                      {{resolv, "/etc/resolv.conf"}}),
+      config_};
 
   relay_.host = "relay.havenoro-test.example";
   relay_.port = 587;
@@ -424,8 +465,8 @@ TEST_F(DataCheckTest, RelayNameTimingOutPassesOnlyForItsOwnHost) {
     auto r = f->get();
     EXPECT_FALSE(r.ok);
     EXPECT_NE(r.message.find("route debugging shows router havenoro_relay, "
-                             "transport havenoro_relay_smtp, host "
-                             "relay.havenoro-test.example port=587"),
+                             "transport havenoro_relay_smtp, hosts "
+                             "'relay.havenoro-test.example:587'"),
               std::string::npos)
         << r.message;
   }
@@ -434,6 +475,16 @@ TEST_F(DataCheckTest, RelayNameTimingOutPassesOnlyForItsOwnHost) {
   EXPECT_NE(unrelayed.message.find("routed to a havenoro relay"),
             std::string::npos)
       << unrelayed.message;
+
+  // A route of two hosts, the expected one among them: Exim stops at the
+  // first lookup that times out, so only the whole list tells.
+  write_text(file_,
+             "route: 127.0.0.1:2599;relay.havenoro-test.example:587\n"
+             "transport: havenoro_relay_smtp\n");
+  auto two = route(relay, smtp, "relay.havenoro-test.example:587").get();
+  EXPECT_FALSE(two.ok);
+  EXPECT_NE(two.message.find("hosts '127.0.0.1:2599;"), std::string::npos)
+      << two.message;
 }
 
 // Verifies that a probe whose lookup timed out is judged by its second
@@ -494,12 +545,14 @@ TEST_F(DataCheckTest, TimedOutProbeIsJudgedByItsSecondRun) {
 TEST(RouteDebug, NamesTheRouterThatDeferred) {
   auto d = candidate::parse_deferred_route(
       "--------> havenoro_relay router <--------\n"
+      "expanded list of hosts = '<;first.example:465' options = 'byname'\n"
       "set transport havenoro_relay_smtps\n"
       "host=first.example port=465\n"
       "havenoro_relay router declined for probe@havenoro-probe.invalid\n"
       "--------> havenoro_default router <--------\n"
       "havenoro_default router called for probe@havenoro-probe.invalid\n"
       "original list of hosts = '<;slow.example:2525' options = 'byname'\n"
+      "expanded list of hosts = '<;slow.example:2525' options = 'byname'\n"
       "set transport havenoro_relay_smtp\n"
       "finding IP address for slow.example:2525\n"
       "host=slow.example port=2525\n"
@@ -509,8 +562,7 @@ TEST(RouteDebug, NamesTheRouterThatDeferred) {
       "timeout?)\n");
   EXPECT_EQ(d.router, "havenoro_default");
   EXPECT_EQ(d.transport, "havenoro_relay_smtp");
-  EXPECT_EQ(d.host, "slow.example");
-  EXPECT_EQ(d.port, 2525);
+  EXPECT_EQ(d.hosts, "slow.example:2525");
 
   EXPECT_EQ(candidate::parse_deferred_route("routing a@b\n").router, "");
 }
@@ -525,6 +577,15 @@ TEST_F(DataCheckTest, F12_LoopbackRelayFailsTheProbeWhenNotAllowed) {
   auto bad = checker().check_route(gen_, out_, route);
   EXPECT_FALSE(bad.ok);
   EXPECT_NE(bad.message.find("local host"), std::string::npos) << bad.message;
+
+  // Deferred by a havenoro router, for a sender that should have none:
+  // Exim's answer names no router, its route debugging does.
+  auto unrelayed =
+      checker().check_route(gen_, out_, {"example.com", "", "", ""});
+  EXPECT_FALSE(unrelayed.ok);
+  EXPECT_NE(unrelayed.message.find("routed to a havenoro relay"),
+            std::string::npos)
+      << unrelayed.message;
 }
 
 }  // namespace

@@ -53,6 +53,17 @@ struct RouteReport {
   /// From "cannot be resolved at this time: host lookup for H did not
   /// complete (DNS timeout?)": H. Exim names no router for a timeout.
   std::string timed_out_host;
+  /// "A cannot be resolved at this time: ...", for any reason.
+  bool deferred = false;
+  /// "A is undeliverable: ...".
+  bool undeliverable = false;
+
+  /// A lookup of the relay's name failed or timed out: the relay's state.
+  bool lookup_failed() const {
+    return !unresolved_router.empty() || !timed_out_host.empty();
+  }
+  /// Exim gave a verdict on the address: routed, deferred or failed.
+  bool answered() const { return !router.empty() || deferred || undeliverable; }
 };
 
 /// Reads the output of `exim -bt` for one address. Exim pads host names
@@ -61,13 +72,12 @@ RouteReport parse_route_report(const std::string& text);
 
 /// What Exim's route debugging (`-d-all+route`) says of the router that
 /// deferred an address: "R router: defer for A", after that router's
-/// "set transport T" and "host=H port=P". Empty fields when it says
-/// nothing of the kind.
+/// "expanded list of hosts = 'L' options = ..." and "set transport T".
+/// Empty fields when it says nothing of the kind.
 struct DeferredRoute {
   std::string router;
   std::string transport;
-  std::string host;
-  int port = 0;
+  std::string hosts;  ///< the host list as routed, "<;" taken off
 };
 DeferredRoute parse_deferred_route(const std::string& debug_text);
 
@@ -108,12 +118,12 @@ class EximChecker {
   /// have exactly the expected port, and the expected host: the same IP
   /// address, the same name in any case, or (when Exim followed a CNAME
   /// or qualified the name) the name or an address the resolver gives
-  /// for the expected host. A relay name that does not resolve right now
-  /// passes when Exim names that host and the expected router; one whose
-  /// lookup times out (Exim then names no router) is probed once more
-  /// with route debugging: that run is judged as any other if the name
-  /// resolves by then, else by the router, transport, host and port the
-  /// debugging shows.
+  /// for the expected host. An address Exim defers is probed once more
+  /// with route debugging, since Exim's answer may name no router (a DNS
+  /// timeout): that run is judged as any other if it is not deferred
+  /// again; else only a relay name that does not resolve or times out
+  /// passes, when the debugging shows the expected router, transport and
+  /// host list.
   CheckResult check_route(const std::filesystem::path& generation_dir,
                           const std::filesystem::path& data_dir,
                           const ExpectedRoute& expected) const;
