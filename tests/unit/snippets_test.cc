@@ -34,6 +34,21 @@ render::SnippetParams default_params() {
   return {"system", false, std::chrono::seconds(15), std::chrono::seconds(30)};
 }
 
+// Expects each probe to fail, saying what Exim's route debugging showed:
+// the route the tests give example.com's relay.
+void expect_refused_by_debugging(
+    std::initializer_list<std::future<candidate::CheckResult>*> probes) {
+  for (auto* probe : probes) {
+    auto r = probe->get();
+    EXPECT_FALSE(r.ok);
+    EXPECT_NE(r.message.find("route debugging shows router havenoro_relay, "
+                             "transport havenoro_relay_smtp, hosts "
+                             "'relay.havenoro-test.example:587'"),
+              std::string::npos)
+        << r.message;
+  }
+}
+
 // An Exim that runs in a mount namespace of its own, each file of `binds`
 // mounted over the system file named beside it: the name service a check
 // meets is the test's, not the machine's. Needs root.
@@ -403,15 +418,7 @@ TEST_F(DataCheckTest, UnresolvedRelayPassesOnlyForItsOwnRoute) {
       route("havenoro_relay_smtps", "relay.havenoro-test.example:587");
   auto passed = ok.get();
   EXPECT_TRUE(passed.ok) << passed.message;
-  for (auto* f : {&other_host, &other_port, &other_transport}) {
-    auto r = f->get();
-    EXPECT_FALSE(r.ok);
-    EXPECT_NE(r.message.find("route debugging shows router havenoro_relay, "
-                             "transport havenoro_relay_smtp, hosts "
-                             "'relay.havenoro-test.example:587'"),
-              std::string::npos)
-        << r.message;
-  }
+  expect_refused_by_debugging({&other_host, &other_port, &other_transport});
 }
 
 // Verifies that a relay name whose DNS lookup times out passes only when
@@ -461,15 +468,8 @@ TEST_F(DataCheckTest, RelayNameTimingOutPassesOnlyForItsOwnHost) {
 
   auto passed = ok.get();
   EXPECT_TRUE(passed.ok) << passed.message;
-  for (auto* f : {&other_host, &other_port, &other_transport, &other_router}) {
-    auto r = f->get();
-    EXPECT_FALSE(r.ok);
-    EXPECT_NE(r.message.find("route debugging shows router havenoro_relay, "
-                             "transport havenoro_relay_smtp, hosts "
-                             "'relay.havenoro-test.example:587'"),
-              std::string::npos)
-        << r.message;
-  }
+  expect_refused_by_debugging(
+      {&other_host, &other_port, &other_transport, &other_router});
   auto unrelayed = no_relay.get();
   EXPECT_FALSE(unrelayed.ok);
   EXPECT_NE(unrelayed.message.find("routed to a havenoro relay"),
