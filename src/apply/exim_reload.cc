@@ -76,7 +76,6 @@ bool alive(pid_t pid) {
   return !state || state->state != 'Z';
 }
 
-// Splits "host:port" or "[v6]:port" into a socket address.
 bool wait_for(int fd, short events, Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - Clock::now());

@@ -360,9 +360,10 @@ std::string route_lines(const std::string& text) {
 
 }  // namespace
 
-// A DNS timeout stops Exim before it prints the router and transport it
-// chose; its route debugging names them. One more process, and only
-// while the resolver fails.
+// The probe once more, with Exim's route debugging: a deferred address's
+// answer may name no router (a DNS timeout), and never the transport or
+// the port; the debugging names them. One more process, for a deferred
+// probe only.
 std::string EximChecker::debug_route(const StartedCheck& check) const {
   auto argv = base_argv(check.generation_dir, check.data_dir);
   argv.insert(argv.end(),
