@@ -8,7 +8,7 @@ packages="cmake g++ make pkg-config clang-format
   libfmt-dev libcli11-dev libkainjow-mustache-dev libsystemd-dev libssl-dev
   libgtest-dev libgmock-dev
   exim4-daemon-heavy python3 python3-aiosmtpd python3-dkim swaks openssl
-  ca-certificates util-linux systemd"
+  ca-certificates util-linux mount systemd"
 missing=""
 for p in $packages; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
